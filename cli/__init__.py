@@ -1,0 +1,1 @@
+"""The `sclora` command line (installed as sclora_tools.cli)."""

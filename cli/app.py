@@ -1,0 +1,120 @@
+"""`sclora`: one command per stage. Each parses options and calls sclora_tools.<stage>()."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import handled
+
+app = typer.Typer(
+    name="sclora",
+    help="SC-LoRA: fine-tune a model on a new task while keeping what it must not lose.\n\n"
+    "Stages: calibrate -> init -> train -> merge -> push.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout instead of a summary table.")]
+Output = Annotated[Path, typer.Option("-o", "--output", help="Output directory (written atomically; re-running replaces it).")]
+
+
+def emit(manifest: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+
+
+def split_targets(text: Optional[str]) -> Optional[list[str]]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command()
+@handled
+def calibrate(
+    model: Annotated[str, typer.Argument(help="Hub id[@revision], local model directory (safetensors), or an embedded short name.")],
+    pos: Annotated[str, typer.Option("--pos", help="Fine-tuning data D+: registry name, Hub dataset id[@rev][:split], or .jsonl/.json/.csv/.parquet.")],
+    neg: Annotated[str, typer.Option("--neg", help="Data to preserve D-: same forms as --pos.")],
+    output: Output,
+    samples: Annotated[int, typer.Option(help="Rows per dataset, chosen deterministically from --seed.")] = 256,
+    max_length: Annotated[int, typer.Option(help="Truncate each sample to this many tokens.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 8,
+    targets: Annotated[Optional[str], typer.Option(help="Comma-separated layer names (q_proj,k_proj,... or full names); default: every linear layer in the decoder blocks.")] = None,
+    dtype: Annotated[str, typer.Option(help="Compute dtype: auto (the checkpoint's), float32, bfloat16, float16.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
+    normalize: Annotated[str, typer.Option(help="token: mean over real tokens; sample: sum over tokens / samples (the paper's).")] = "token",
+    accumulate_dtype: Annotated[str, typer.Option(help="Covariance accumulator: float64 (default) or float32 (half the memory).")] = "float64",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the model over + and - data and store the covariances of every target layer."""
+    from sclora_tools import calibrate as run
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        manifest = run(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
+                       targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
+                       accumulate_dtype=accumulate_dtype, trust_remote_code=trust_remote_code, progress=not as_json)
+    emit(manifest, as_json)
+
+
+@app.command()
+@handled
+def init(
+    calibration: Annotated[Path, typer.Argument(help="Output directory of `sclora calibrate`.")],
+    output: Output,
+    beta: Annotated[float, typer.Option(help="0 favours the new task, 1 favours preservation; dCov = (1-beta) Cov+ - beta Cov-.")] = 0.5,
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 128,
+    alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (scale = alpha / rank); default: rank.")] = None,
+    method: Annotated[str, typer.Option(help="sclora (subspace-constrained) or lora (Kaiming A, zero B).")] = "sclora",
+    model: Annotated[Optional[Path], typer.Option(help="Use this local copy of the calibrated model instead of the recorded location.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for random inits (lora).")] = 0,
+    shard_size: Annotated[str, typer.Option(help="Largest residual shard, e.g. 5GB or 500MB.")] = "5GB",
+    as_json: JsonFlag = False,
+) -> None:
+    """Turn a calibration into a residual model (W_res) and a PEFT adapter (A_init, B_init)."""
+    from sclora_tools import init as run
+    from sclora_tools.io.checkpoint import parse_size
+
+    manifest = run(calibration, output, beta=beta, rank=rank, alpha=alpha, method=method, model=model, seed=seed,
+                   shard_bytes=parse_size(shard_size), progress=not as_json)
+    emit(manifest, as_json)
+
+
+def not_yet(stage: str) -> None:
+    from sclora_tools.errors import UsageError
+
+    raise UsageError(f"`sclora {stage}` is not implemented yet in this version; use calibrate and init, or upgrade sclora-tools.")
+
+
+@app.command()
+@handled
+def train(run_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora init`.")], output: Output) -> None:
+    """Train the adapter on the new task (not implemented yet)."""
+    not_yet("train")
+
+
+@app.command()
+@handled
+def merge(run_dir: Annotated[Path, typer.Argument(help="Output of `sclora init` or `sclora train`.")], output: Output) -> None:
+    """Rebuild W0 bit-exactly and write the merged model and a standard LoRA (not implemented yet)."""
+    not_yet("merge")
+
+
+@app.command()
+@handled
+def push(
+    merge_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora merge`.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repository ORG/NAME.")],
+) -> None:
+    """Publish a merged model to the Hub with a model card (not implemented yet)."""
+    not_yet("push")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,213 @@
+"""Datasets: registry short names, Hub dataset ids and local files; the three row formats; the
+rendering of a row into the exact text the model sees."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import warnings
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import InputError
+from .io.hashing import sha256_texts
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A resolved dataset argument. `kind` is registry, hub or file; for registry entries the
+    templates turn the source's fields into prompt/response."""
+
+    name: str
+    kind: str
+    source: str
+    split: str = "train"
+    revision: str | None = None
+    prompt_template: str | None = None
+    response_template: str | None = None
+    description: str = ""
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "source": self.source, "split": self.split, "revision": self.revision}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One rendered sample: the full text, and the prompt prefix whose tokens carry no loss
+    (None for text rows, which train on every token)."""
+
+    text: str
+    prompt: str | None = None
+    add_special_tokens: bool = True
+
+
+@dataclass
+class LoadedDataset:
+    spec: DatasetSpec
+    rows: list[dict]
+    total_rows: int
+    record: dict = field(default_factory=dict)
+
+
+def registry() -> dict[str, dict]:
+    table = json.loads(resources.files("sclora_tools").joinpath("registry.json").read_text(encoding="utf-8"))
+    return {name: entry for name, entry in table.items() if not name.startswith("_")}
+
+
+def resolve_dataset(argument: str) -> DatasetSpec:
+    """Registry short name, local file, or Hub dataset id `ORG/NAME[@revision][:split]`."""
+    table = registry()
+    if argument in table:
+        return spec_from_registry(argument, table[argument])
+    path = Path(argument).expanduser()
+    if path.suffix.lower() in LOCAL_SUFFIXES:
+        if not path.is_file():
+            raise InputError(f"dataset file {path} does not exist; check the path.")
+        return DatasetSpec(name=path.name, kind="file", source=str(path.resolve()))
+    if path.exists():
+        raise InputError(f"dataset {argument} is not a .jsonl, .json, .csv or .parquet file; convert it to one of those.")
+    return spec_from_hub_argument(argument, table)
+
+
+def spec_from_registry(name: str, entry: dict) -> DatasetSpec:
+    source = entry["id"] if entry["source"] == "hub" else entry["file"]
+    return DatasetSpec(
+        name=name,
+        kind="hub" if entry["source"] == "hub" else "bundled",
+        source=source,
+        split=entry.get("split", "train"),
+        revision=entry.get("revision"),
+        prompt_template=entry.get("prompt"),
+        response_template=entry.get("response"),
+        description=entry.get("description", ""),
+    )
+
+
+def spec_from_hub_argument(argument: str, table: dict) -> DatasetSpec:
+    main, _, split = argument.partition(":")
+    repo_id, _, revision = main.partition("@")
+    if repo_id.count("/") != 1:
+        names = ", ".join(sorted(table))
+        raise InputError(
+            f"dataset {argument!r} is not a registry name ({names}), a local .jsonl/.json/.csv/.parquet file or a Hub id ORG/NAME; check the spelling."
+        )
+    return DatasetSpec(name=argument, kind="hub", source=repo_id, split=split or "train", revision=revision or None)
+
+
+def read_rows(spec: DatasetSpec) -> list[dict]:
+    if spec.kind == "file":
+        return read_local_file(Path(spec.source))
+    if spec.kind == "bundled":
+        with resources.as_file(resources.files("sclora_tools.datasets").joinpath(spec.source)) as path:
+            return read_local_file(path)
+    return read_hub_dataset(spec)
+
+
+def read_local_file(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            with open(path, encoding="utf-8") as handle:
+                return [json.loads(line) for line in handle if line.strip()]
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return data if isinstance(data, list) else data.get("data") or data.get("rows") or []
+        if suffix == ".csv":
+            with open(path, encoding="utf-8", newline="") as handle:
+                return list(csv.DictReader(handle))
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path} as {suffix[1:]} ({exc}); fix the file or convert it.") from exc
+
+
+def read_hub_dataset(spec: DatasetSpec) -> list[dict]:
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(spec.source, split=spec.split, revision=spec.revision)
+    except Exception as exc:  # datasets raises many types for missing/offline/unknown repos
+        raise InputError(
+            f"cannot load dataset {spec.source!r} (split {spec.split}) from the Hub: {type(exc).__name__}; pass a local .jsonl file instead."
+        ) from exc
+    return [dict(row) for row in loaded]
+
+
+def sample_rows(rows: list[dict], count: int, seed: int, label: str) -> list[dict]:
+    """`count` rows chosen deterministically from `seed`; all rows (with a warning) if fewer."""
+    if count <= 0:
+        raise InputError(f"--samples must be positive, got {count}.")
+    if len(rows) <= count:
+        if len(rows) < count:
+            warnings.warn(f"{label} has only {len(rows)} rows; using all of them instead of {count}.", stacklevel=2)
+        return list(rows)
+    picked = random.Random(seed).sample(range(len(rows)), count)
+    return [rows[i] for i in picked]
+
+
+def load_dataset_rows(argument: str, count: int, seed: int) -> LoadedDataset:
+    spec = resolve_dataset(argument)
+    rows = read_rows(spec)
+    if not rows:
+        raise InputError(f"dataset {argument} has no rows; check the file or split.")
+    return LoadedDataset(spec=spec, rows=sample_rows(rows, count, seed, argument), total_rows=len(rows))
+
+
+def apply_templates(row: dict, spec: DatasetSpec) -> dict:
+    if spec.prompt_template is None:
+        return row
+    try:
+        return {"prompt": spec.prompt_template.format(**row), "response": spec.response_template.format(**row)}
+    except KeyError as exc:
+        raise InputError(f"dataset {spec.name} rows lack the field {exc}; the registry entry does not fit this data.") from exc
+
+
+def render(row: dict, tokenizer, spec: DatasetSpec, position: int = 0) -> Example:
+    """Turn one row into the exact text the model sees (chat template when the model has one)."""
+    row = apply_templates(row, spec)
+    if "messages" in row:
+        return render_messages(list(row["messages"]), tokenizer, spec, position)
+    if "prompt" in row and "response" in row:
+        messages = [{"role": "user", "content": str(row["prompt"])}, {"role": "assistant", "content": str(row["response"])}]
+        if has_chat_template(tokenizer):
+            return render_messages(messages, tokenizer, spec, position)
+        prompt = f"{row['prompt']}\n"
+        return Example(text=f"{prompt}{row['response']}{tokenizer.eos_token or ''}", prompt=prompt)
+    if "text" in row:
+        return Example(text=str(row["text"]), prompt=None, add_special_tokens=True)
+    raise InputError(
+        f"row {position} of {spec.name} has none of the fields text, prompt+response or messages; reshape the data into one of those formats."
+    )
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_messages(messages: list[dict], tokenizer, spec: DatasetSpec, position: int) -> Example:
+    if not has_chat_template(tokenizer):
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+        return Example(text=text, prompt=None)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if messages and messages[-1].get("role") == "assistant":
+        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        if full.startswith(prompt):
+            return Example(text=full, prompt=prompt, add_special_tokens=False)
+    return Example(text=full, prompt=None, add_special_tokens=False)
+
+
+def texts_record(loaded: LoadedDataset, examples: list[Example], tokens: int, role: str) -> dict:
+    """What the manifest records about one dataset as it was used."""
+    return {
+        "role": role,
+        **loaded.spec.describe(),
+        "rows_available": loaded.total_rows,
+        "samples": len(examples),
+        "tokens": tokens,
+        "texts_sha256": sha256_texts(example.text for example in examples),
+    }

@@ -1,0 +1,63 @@
+"""Write-then-rename, so an interrupted or failed stage never leaves an artefact that looks complete."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import InputError
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `final`; on success it replaces `final`.
+
+    Re-running a stage over its own earlier output replaces it; a non-empty directory that is
+    not an sclora artefact is never touched.
+    """
+    final = Path(final)
+    refuse_foreign_directory(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield staging
+        replace_directory(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def refuse_foreign_directory(final: Path) -> None:
+    if final.is_dir() and any(final.iterdir()) and not (final / MANIFEST).is_file():
+        raise InputError(
+            f"Output directory {final} exists and is not an sclora artefact; choose an empty or new directory."
+        )
+    if final.exists() and not final.is_dir():
+        raise InputError(f"Output path {final} is a file; choose a directory path.")
+
+
+def replace_directory(staging: Path, final: Path) -> None:
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    os.replace(final, retired / final.name)
+    os.replace(staging, final)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write JSON to a temporary name, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,86 @@
+"""manifest.json beside every artefact: what made it, from what, with which settings, and the
+sha256 of every file written. The next stage reads it back; nobody re-types a setting."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..errors import InputError, MismatchError, VerificationError
+from .atomic import MANIFEST, write_json
+from .hashing import sha256_file
+
+SCHEMA_VERSION = 1
+KINDS = ("calibration", "init", "train", "merge")
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(part) for part in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def new_manifest(kind: str, **sections: object) -> dict:
+    """A manifest skeleton: schema, tool, time, command, then the stage's sections."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown artefact kind {kind!r}")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "tool": {"name": "sclora-tools", "version": __version__},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(),
+        **sections,
+    }
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file below `directory` except the manifest, by relative path."""
+    directory = Path(directory)
+    return {
+        path.relative_to(directory).as_posix(): sha256_file(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
+
+
+def write_manifest(directory: Path, manifest: dict) -> dict:
+    """Record the hashes of all files in `directory`, then write manifest.json last."""
+    manifest = {**manifest, "files": file_hashes(directory)}
+    write_json(Path(directory) / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(directory: Path, kind: str | tuple[str, ...]) -> dict:
+    """Read and check the manifest of an artefact of the expected kind(s)."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{directory} has no {MANIFEST}; pass the output directory of `sclora {kinds[0]}`.")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc.msg}); re-run the stage that wrote it.") from exc
+    if manifest.get("kind") not in kinds:
+        raise MismatchError(
+            f"{directory} holds a {manifest.get('kind')!r} artefact, expected {' or '.join(kinds)}; pass the right directory."
+        )
+    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+        raise MismatchError(f"{directory} was written by a newer sclora-tools; upgrade sclora-tools to read it.")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict, only: tuple[str, ...] | None = None) -> None:
+    """Raise VerificationError if any file recorded in the manifest is missing or changed."""
+    for relative, expected in manifest.get("files", {}).items():
+        if only is not None and not relative.startswith(only):
+            continue
+        path = Path(directory) / relative
+        if not path.is_file():
+            raise VerificationError(f"{path} is missing; the artefact is incomplete, re-create it with its stage.")
+        if sha256_file(path) != expected:
+            raise VerificationError(
+                f"{path} does not match the sha256 in {Path(directory) / MANIFEST}; it was modified, re-create the artefact."
+            )

@@ -1,0 +1,165 @@
+"""Model resolution (Hub id[@revision], local directory, embedded short name), loading, and the
+discovery of target layers and of which targets share one input."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import InputError, UsageError
+from .io.checkpoint import weight_files
+from .io.hashing import sha256_file
+
+HUB_FILE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are and what they are: what the user asked for, the Hub id and
+    resolved revision (None for a local directory), and the local directory to read."""
+
+    spec: str
+    repo_id: str | None
+    revision: str | None
+    path: Path
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "id": self.repo_id or str(self.path), "revision": self.revision, "path": str(self.path)}
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """A local directory, an embedded short name, or a Hub id with an optional @revision."""
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        weight_files(local)
+        return ModelSource(spec=spec, repo_id=None, revision=None, path=local.resolve())
+    from . import embedded
+
+    if embedded.is_embedded(spec):
+        return ModelSource(spec=spec, repo_id=None, revision=None, path=embedded.materialize(spec))
+    return download_model(spec)
+
+
+def download_model(spec: str) -> ModelSource:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    repo_id, _, revision = spec.partition("@")
+    if repo_id.count("/") != 1 or repo_id.startswith(("/", ".")):
+        raise InputError(f"model {spec!r} is neither a local directory nor a Hub id like ORG/NAME[@revision]; check the path.")
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=HUB_FILE_PATTERNS))
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as exc:
+        offline = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise InputError(f"cannot fetch model {spec!r} from the Hub{offline}; pass a local model directory instead.") from exc
+    weight_files(path)
+    return ModelSource(spec=spec, repo_id=repo_id, revision=path.name, path=path)
+
+
+def weight_file_hashes(path: Path) -> dict[str, str]:
+    return {file.name: sha256_file(file) for file in weight_files(path)}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
+
+
+def pick_dtype(name: str, checkpoint_dtype: torch.dtype) -> torch.dtype:
+    if name == "auto":
+        return checkpoint_dtype
+    if name not in DTYPES:
+        raise UsageError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16.")
+    return DTYPES[name]
+
+
+def load_model(source: ModelSource, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        source.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The repeated transformer blocks: the largest ModuleList whose children share one class."""
+    best = None
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            if len({type(child) for child in module}) == 1 and (best is None or len(module) > len(best)):
+                best = module
+    if best is None:
+        raise InputError("cannot find the decoder blocks of this model; pass --targets with explicit module names.")
+    return best
+
+
+def discover_targets(model: nn.Module, requested: list[str] | None = None) -> list[str]:
+    """Names of the linear layers inside the decoder blocks, optionally filtered by `requested`
+    (short names like q_proj, or full module names)."""
+    blocks = {id(block) for block in decoder_blocks(model)}
+    inside = set()
+    for name, module in model.named_modules():
+        if id(module) in blocks:
+            inside.update(f"{name}.{sub}" for sub, child in module.named_modules() if isinstance(child, nn.Linear))
+    names = [name for name, _ in model.named_modules() if name in inside]
+    if not requested:
+        return names
+    chosen = [name for name in names if name in requested or name.rsplit(".", 1)[-1] in requested]
+    matched = {part for part in requested if any(n == part or n.rsplit(".", 1)[-1] == part for n in chosen)}
+    missing = [part for part in requested if part not in matched]
+    if missing:
+        short = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise UsageError(f"--targets {','.join(missing)} match no linear layer in the decoder blocks; choose from {','.join(short)}.")
+    return chosen
+
+
+def shared_input_groups(model: nn.Module, targets: list[str], device: torch.device) -> list[list[str]]:
+    """Group targets that receive the very same input tensor in one forward pass (e.g. q/k/v).
+
+    Found by running a short dummy sequence with hooks that keep every input alive (so no
+    tensor id is reused within the pass); never from a list of known names.
+    """
+    modules = dict(model.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+    handles = [modules[name].register_forward_pre_hook(_remember_input(name, seen)) for name in targets]
+    try:
+        with torch.inference_mode():
+            vocab = getattr(model.config, "vocab_size", 16)
+            ids = torch.arange(1, 5, device=device).remainder(vocab).unsqueeze(0)
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    groups: dict[int, list[str]] = {}
+    for name in targets:
+        if name not in seen:
+            raise InputError(f"layer {name} is never called in a forward pass; remove it from --targets.")
+        groups.setdefault(id(seen[name]), []).append(name)
+    return list(groups.values())
+
+
+def _remember_input(name: str, seen: dict[str, torch.Tensor]):
+    def hook(module, args):
+        seen.setdefault(name, args[0])
+
+    return hook
