@@ -86,24 +86,59 @@ def init(
     emit(manifest, as_json)
 
 
+@app.command()
+@handled
+def train(
+    run_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora init`.")],
+    output: Output,
+    data: Annotated[Optional[str], typer.Option(help="Training data (registry name, Hub id, or file); default: the calibration's + dataset.")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Use this many rows (seeded sample); default: all rows.")] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimiser steps (overrides --epochs).")] = None,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (cosine schedule, 3% warm-up, no weight decay).")] = 2e-5,
+    batch_size: Annotated[int, typer.Option(help="Sequences per device step.")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    max_length: Annotated[int, typer.Option(help="Truncate each sample to this many tokens.")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, shuffling and dropout.")] = 0,
+    freeze_a: Annotated[bool, typer.Option("--freeze-a", help="Keep A at its initial value; train B only.")] = False,
+    freeze_b: Annotated[bool, typer.Option("--freeze-b", help="Keep B at Q_r so every update stays inside the subspace; train A only.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Trade compute for activation memory.")] = False,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Load the residual model in bfloat16 and train with bf16 autocast.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in the output directory.")] = False,
+    save_steps: Annotated[int, typer.Option(help="Write a resumable checkpoint every this many steps.")] = 200,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train only the adapter on the new task, on top of the residual model."""
+    from sclora_tools.stages.train import train as run
+
+    manifest = run(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
+                   batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
+                   freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
+                   save_steps=save_steps, progress=not as_json)
+    emit(manifest, as_json)
+
+
+@app.command()
+@handled
+def merge(
+    run_dir: Annotated[Path, typer.Argument(help="Output of `sclora init` or `sclora train`.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Writes DIR/merged (full model) and DIR/lora (rank-2r LoRA for the original base).")] = None,
+    rebuild_base: Annotated[Optional[Path], typer.Option(help="Write only the rebuilt original model (W0) to this directory.")] = None,
+    shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB or 500MB; peak memory is about one shard.")] = "5GB",
+    as_json: JsonFlag = False,
+) -> None:
+    """Rebuild W0 bit-exactly, verify it, and write the merged model and a standard LoRA."""
+    from sclora_tools.io.checkpoint import parse_size
+    from sclora_tools.stages.merge import merge as run
+
+    manifest = run(run_dir, output, rebuild_base=rebuild_base, shard_bytes=parse_size(shard_size), progress=not as_json)
+    emit(manifest, as_json)
+
+
 def not_yet(stage: str) -> None:
     from sclora_tools.errors import UsageError
 
-    raise UsageError(f"`sclora {stage}` is not implemented yet in this version; use calibrate and init, or upgrade sclora-tools.")
-
-
-@app.command()
-@handled
-def train(run_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora init`.")], output: Output) -> None:
-    """Train the adapter on the new task (not implemented yet)."""
-    not_yet("train")
-
-
-@app.command()
-@handled
-def merge(run_dir: Annotated[Path, typer.Argument(help="Output of `sclora init` or `sclora train`.")], output: Output) -> None:
-    """Rebuild W0 bit-exactly and write the merged model and a standard LoRA (not implemented yet)."""
-    not_yet("merge")
+    raise UsageError(f"`sclora {stage}` is not implemented yet in this version; run merge and publish its merged/ folder yourself.")
 
 
 @app.command()

@@ -11,5 +11,7 @@ __version__ = "0.1.0"
 
 from .stages.calibrate import calibrate  # noqa: E402
 from .stages.init import init  # noqa: E402
+from .stages.merge import merge  # noqa: E402
+from .stages.train import train  # noqa: E402
 
-__all__ = ["__version__", "calibrate", "init"]
+__all__ = ["__version__", "calibrate", "init", "merge", "train"]

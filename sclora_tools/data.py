@@ -6,11 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import random
-import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from . import ui
 from .errors import InputError
 from .io.hashing import sha256_texts
 
@@ -144,18 +144,20 @@ def sample_rows(rows: list[dict], count: int, seed: int, label: str) -> list[dic
         raise InputError(f"--samples must be positive, got {count}.")
     if len(rows) <= count:
         if len(rows) < count:
-            warnings.warn(f"{label} has only {len(rows)} rows; using all of them instead of {count}.", stacklevel=2)
+            ui.warn(f"{label} has only {len(rows)} rows; using all of them instead of {count}.")
         return list(rows)
     picked = random.Random(seed).sample(range(len(rows)), count)
     return [rows[i] for i in picked]
 
 
-def load_dataset_rows(argument: str, count: int, seed: int) -> LoadedDataset:
+def load_dataset_rows(argument: str, count: int | None, seed: int) -> LoadedDataset:
+    """The dataset's rows: `count` sampled with `seed`, or all of them when count is None."""
     spec = resolve_dataset(argument)
     rows = read_rows(spec)
     if not rows:
         raise InputError(f"dataset {argument} has no rows; check the file or split.")
-    return LoadedDataset(spec=spec, rows=sample_rows(rows, count, seed, argument), total_rows=len(rows))
+    chosen = rows if count is None else sample_rows(rows, count, seed, argument)
+    return LoadedDataset(spec=spec, rows=chosen, total_rows=len(rows))
 
 
 def apply_templates(row: dict, spec: DatasetSpec) -> dict:

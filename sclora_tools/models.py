@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import ui
 from .errors import InputError, UsageError
 from .io.checkpoint import weight_files
 from .io.hashing import sha256_file
@@ -42,7 +43,11 @@ def resolve_model(spec: str) -> ModelSource:
     from . import embedded
 
     if embedded.is_embedded(spec):
-        return ModelSource(spec=spec, repo_id=None, revision=None, path=embedded.materialize(spec))
+        try:
+            path = embedded.materialize(spec, progress=lambda message: ui.console.print(message) if not ui.quiet() else None)
+        except (FileNotFoundError, ValueError) as exc:
+            raise InputError(str(exc)) from exc
+        return ModelSource(spec=spec, repo_id=spec, revision=embedded.read_manifest(path)["gguf_sha256"], path=path)
     return download_model(spec)
 
 

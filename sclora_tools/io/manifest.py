@@ -36,19 +36,20 @@ def new_manifest(kind: str, **sections: object) -> dict:
     }
 
 
-def file_hashes(directory: Path) -> dict[str, str]:
-    """sha256 of every file below `directory` except the manifest, by relative path."""
+def file_hashes(directory: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file below `directory` except the manifest (and `exclude` prefixes)."""
     directory = Path(directory)
-    return {
-        path.relative_to(directory).as_posix(): sha256_file(path)
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.name != MANIFEST
-    }
+    hashes = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory).as_posix()
+        if path.is_file() and relative != MANIFEST and not relative.startswith(exclude):
+            hashes[relative] = sha256_file(path)
+    return hashes
 
 
-def write_manifest(directory: Path, manifest: dict) -> dict:
-    """Record the hashes of all files in `directory`, then write manifest.json last."""
-    manifest = {**manifest, "files": file_hashes(directory)}
+def write_manifest(directory: Path, manifest: dict, exclude: tuple[str, ...] = ()) -> dict:
+    """Record the hashes of the files in `directory`, then write manifest.json last."""
+    manifest = {**manifest, "files": file_hashes(directory, exclude)}
     write_json(Path(directory) / MANIFEST, manifest)
     return manifest
 

@@ -17,7 +17,7 @@ from ..core.layer_init import InitSettings, LayerInit, initialize_layer
 from ..errors import InputError, MismatchError, NumericalError, UsageError
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, weight_files
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
 from ..io.hashing import sha256_tensor
 from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
 

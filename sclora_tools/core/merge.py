@@ -1,0 +1,23 @@
+"""Merging as pure functions on tensors: W0 rebuilt, merged weight, rank-2r LoRA export."""
+
+from __future__ import annotations
+
+import torch
+
+from . import exact
+
+
+def adapter_delta(b: torch.Tensor, a: torch.Tensor, b_init: torch.Tensor, a_init: torch.Tensor, scale: float) -> torch.Tensor:
+    """s (B A - B_init A_init) in float64."""
+    return scale * (b.double() @ a.double() - b_init.double() @ a_init.double())
+
+
+def merged_weight(w0: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """W0 + delta in W0's dtype. A zero delta (untrained adapter) gives W0 bit for bit."""
+    return exact.to_dtype(w0.double() + delta, w0.dtype)
+
+
+def lora_against_base(b: torch.Tensor, a: torch.Tensor, b_init: torch.Tensor, a_init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B', A') of rank 2r with B' A' = B A - B_init A_init: B' = [B, -B_init], A' = [A; A_init].
+    With alpha' = 2 alpha the PEFT scale alpha'/2r equals alpha/r, so W0 + s' B' A' is the merge."""
+    return torch.cat([b, -b_init], dim=1), torch.cat([a, a_init], dim=0)

@@ -1,0 +1,266 @@
+"""`sclora train`: train only the adapter of an init output on residual/ with the transformers
+Trainer (AdamW, cosine schedule, warm-up 0.03, no weight decay: the paper's recipe)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .. import data, models, ui
+from ..errors import InputError, UsageError
+from ..io.atomic import MANIFEST, write_json
+from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
+
+CHECKPOINTS = "checkpoints"
+OWN_ENTRIES = {CHECKPOINTS, "adapter", "loss_log.json", MANIFEST}
+
+
+def train(
+    run_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    data_argument: str | None = None,
+    samples: int | None = None,
+    epochs: float = 1.0,
+    max_steps: int | None = None,
+    lr: float = 2e-5,
+    batch_size: int = 8,
+    grad_accum: int = 1,
+    max_length: int = 512,
+    seed: int = 0,
+    freeze_a: bool = False,
+    freeze_b: bool = False,
+    gradient_checkpointing: bool = False,
+    bf16: bool = False,
+    resume: bool = False,
+    save_steps: int = 200,
+    progress: bool = True,
+) -> dict:
+    """Train the adapter of an `init` output; returns the written manifest."""
+    started = time.time()
+    run_dir, output_dir = Path(run_dir), Path(output_dir)
+    init_manifest = read_manifest(run_dir, "init")
+    verify_files(run_dir, init_manifest, only=("adapter/", "residual/"))
+    check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b)
+    prepare_output(output_dir, resume)
+    tokenizer = models.load_tokenizer(run_dir / "residual")
+    argument = data_argument or next(d for d in init_manifest["datasets"] if d["role"] == "+")["name"]
+    loaded = data.load_dataset_rows(argument, samples, seed)
+    examples = [data.render(row, tokenizer, loaded.spec, i) for i, row in enumerate(loaded.rows)]
+    features = with_loss_tokens([tokenize_for_loss(e, tokenizer, max_length) for e in examples], max_length)
+    model = trainable_model(run_dir, freeze_a, freeze_b, bf16, gradient_checkpointing)
+    settings = {"data": argument, "samples": len(features), "epochs": epochs, "max_steps": max_steps, "lr": lr,
+                "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length, "seed": seed,
+                "freeze_a": freeze_a, "freeze_b": freeze_b, "gradient_checkpointing": gradient_checkpointing,
+                "bf16": bf16, "optimizer": "adamw_torch", "lr_scheduler": "cosine", "warmup_ratio": 0.03, "weight_decay": 0.0}
+    history = run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress)
+    save_adapter(model, output_dir / "adapter")
+    write_json(output_dir / "loss_log.json", history)
+    record = data.texts_record(loaded, examples, sum(len(f["input_ids"]) for f in features), "train")
+    manifest = new_manifest(
+        "train",
+        model=init_manifest["model"],
+        config={**init_manifest["config"], "train": settings},
+        datasets=[*init_manifest["datasets"], record],
+        parents=[{"kind": "init", "path": str(run_dir.resolve()), "manifest": init_manifest}],
+        summary=training_summary(history, time.time() - started),
+    )
+    manifest = write_manifest(output_dir, manifest, exclude=(f"{CHECKPOINTS}/",))
+    report(manifest, output_dir)
+    return manifest
+
+
+def check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b) -> None:
+    if lr <= 0 or batch_size <= 0 or grad_accum <= 0 or epochs <= 0 or (max_steps is not None and max_steps <= 0):
+        raise UsageError("--lr, --batch-size, --grad-accum, --epochs and --max-steps must be positive.")
+    if freeze_a and freeze_b:
+        raise UsageError("--freeze-a and --freeze-b together leave nothing to train; choose one.")
+    if freeze_b and init_manifest["config"]["method"] == "lora":
+        raise UsageError("--freeze-b needs a method whose B starts non-zero (sclora); with lora B = 0 would stay 0.")
+
+
+def prepare_output(output_dir: Path, resume: bool) -> None:
+    """The output holds only our entries; a fresh run clears old checkpoints, a re-run never
+    leaves the previous manifest beside a half-replaced adapter."""
+    if output_dir.exists():
+        foreign = [p.name for p in output_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith(".")]
+        if foreign:
+            raise InputError(f"output directory {output_dir} holds other files ({foreign[0]}); choose an empty or new directory.")
+        (output_dir / MANIFEST).unlink(missing_ok=True)
+        if not resume:
+            shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+    elif resume:
+        raise InputError(f"--resume needs an earlier run in {output_dir}, which does not exist; drop --resume.")
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def tokenize_for_loss(example: data.Example, tokenizer, max_length: int) -> dict:
+    """input_ids and labels; prompt tokens get label -100 so the loss covers the response only."""
+    ids = tokenizer(example.text, add_special_tokens=example.add_special_tokens, truncation=True, max_length=max_length)["input_ids"]
+    labels = list(ids)
+    if example.prompt is not None:
+        prompt_ids = tokenizer(example.prompt, add_special_tokens=example.add_special_tokens)["input_ids"]
+        masked = min(len(prompt_ids), len(labels))
+        labels[:masked] = [-100] * masked
+    return {"input_ids": ids, "labels": labels}
+
+
+def with_loss_tokens(features: list[dict], max_length: int) -> list[dict]:
+    """Drop samples whose response was truncated away entirely: they would train on nothing."""
+    kept = [f for f in features if any(label != -100 for label in f["labels"])]
+    if not kept:
+        raise InputError(f"no sample has response tokens within --max-length {max_length}; raise --max-length.")
+    if len(kept) < len(features):
+        ui.warn(f"{len(features) - len(kept)} of {len(features)} samples have no response tokens within --max-length {max_length}; they are skipped.")
+    return kept
+
+
+def trainable_model(run_dir: Path, freeze_a: bool, freeze_b: bool, bf16: bool, gradient_checkpointing: bool):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=torch.bfloat16 if bf16 else "auto")
+    if gradient_checkpointing:
+        base.gradient_checkpointing_enable()
+        base.enable_input_require_grads()
+    model = PeftModel.from_pretrained(base, run_dir / "adapter", is_trainable=True)
+    for name, parameter in model.named_parameters():
+        if (freeze_a and "lora_A" in name) or (freeze_b and "lora_B" in name):
+            parameter.requires_grad_(False)
+    return model
+
+
+class Collator:
+    """Right-pads input_ids (pad id), labels (-100) and builds the attention mask."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            ids[row, :n] = torch.tensor(feature["input_ids"])
+            labels[row, :n] = torch.tensor(feature["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress) -> list[dict]:
+    from transformers import Trainer, TrainingArguments
+
+    arguments = TrainingArguments(
+        output_dir=str(output_dir / CHECKPOINTS),
+        num_train_epochs=settings["epochs"],
+        max_steps=settings["max_steps"] or -1,
+        learning_rate=settings["lr"],
+        per_device_train_batch_size=settings["batch_size"],
+        gradient_accumulation_steps=settings["grad_accum"],
+        lr_scheduler_type="cosine",
+        warmup_steps=warmup_steps(len(features), settings),
+        weight_decay=0.0,
+        optim="adamw_torch",
+        logging_steps=1,
+        save_steps=save_steps,
+        save_total_limit=2,
+        seed=settings["seed"],
+        data_seed=settings["seed"],
+        bf16=settings["bf16"],
+        report_to=[],
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    history: list[dict] = []
+    trainer = Trainer(model=model, args=arguments, train_dataset=features, data_collator=Collator(tokenizer.pad_token_id),
+                      callbacks=[ProgressCallback(history, progress)])
+    checkpoint = resume and latest_checkpoint(output_dir / CHECKPOINTS)
+    trainer.train(resume_from_checkpoint=checkpoint or None)
+    return history
+
+
+def warmup_steps(examples: int, settings: dict) -> int:
+    """3% of the optimiser steps (transformers 5 takes warm-up in steps only)."""
+    per_epoch = math.ceil(math.ceil(examples / settings["batch_size"]) / settings["grad_accum"])
+    total = settings["max_steps"] or math.ceil(per_epoch * settings["epochs"])
+    return math.ceil(0.03 * total)
+
+
+def latest_checkpoint(directory: Path) -> str | None:
+    found = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if directory.is_dir() else []
+    if not found:
+        ui.warn(f"no checkpoint in {directory}; training starts from the beginning.")
+        return None
+    return str(found[-1])
+
+
+def make_progress_callback():
+    from transformers import TrainerCallback
+
+    class _ProgressCallback(TrainerCallback):
+        """A rich progress bar with loss and tokens/s; every logged step goes into `history`."""
+
+        def __init__(self, history: list[dict], enabled: bool) -> None:
+            self.history, self.enabled = history, enabled
+            self.bar_context = self.bar = self.task = None
+            self.started = time.time()
+            self.tokens_at_start = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar_context = ui.progress_bar(self.enabled)
+            self.bar = self.bar_context.__enter__()
+            self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, rate="")
+            self.started, self.tokens_at_start = time.time(), state.num_input_tokens_seen
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.history.append({"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
+                                     "tokens": state.num_input_tokens_seen})
+                rate = (state.num_input_tokens_seen - self.tokens_at_start) / max(time.time() - self.started, 1e-9)
+                self.bar.update(self.task, completed=state.global_step, rate=f"loss {logs['loss']:.4f}  {rate:,.0f} tok/s")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.update(self.task, completed=state.global_step)
+            self.bar_context.__exit__(None, None, None)
+
+    return _ProgressCallback
+
+
+def ProgressCallback(history: list[dict], enabled: bool):  # noqa: N802 - reads like the class it builds
+    return make_progress_callback()(history, enabled)
+
+
+def save_adapter(model, final: Path) -> None:
+    """Save the trained adapter under a temporary name, then swap it in."""
+    staging = Path(tempfile.mkdtemp(prefix=".adapter.tmp-", dir=final.parent))
+    model.save_pretrained(str(staging))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+
+
+def training_summary(history: list[dict], seconds: float) -> dict:
+    losses = [h["loss"] for h in history if h.get("loss") is not None and math.isfinite(h["loss"])]
+    return {"seconds": round(seconds, 2), "steps": history[-1]["step"] if history else 0,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "tokens": history[-1]["tokens"] if history else 0}
+
+
+def report(manifest: dict, output_dir: Path) -> None:
+    summary, settings = manifest["summary"], manifest["config"]["train"]
+    loss = f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}" if summary["first_loss"] is not None else "n/a"
+    frozen = "A frozen" if settings["freeze_a"] else "B frozen" if settings["freeze_b"] else "A and B train"
+    rows = [("output", str(output_dir)), ("data", f"{settings['data']} ({settings['samples']} samples)"),
+            ("steps", str(summary["steps"])), ("loss", loss), ("adapter", frozen), ("time", f"{summary['seconds']} s")]
+    ui.show(ui.summary_table("sclora train", rows))
