@@ -10,7 +10,7 @@ from rich.console import Console
 
 from sclora_tools.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ScloraError
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 def debug() -> bool:

@@ -121,3 +121,6 @@ def sample_ids(tiny_fp32):
     tokenizer = AutoTokenizer.from_pretrained(tiny_fp32)
     batch = tokenizer(corpus(4, 7), return_tensors="pt", padding=True)
     return batch["input_ids"], batch["attention_mask"]
+
+
+from hub_fixtures import fake_hub, fake_hub_factory  # noqa: E402,F401  (Hub test double on 127.0.0.1)

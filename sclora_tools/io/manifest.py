@@ -16,6 +16,7 @@ from .hashing import sha256_file
 
 SCHEMA_VERSION = 1
 KINDS = ("calibration", "init", "train", "merge")
+MADE_BY = {"calibration": "calibrate", "init": "init", "train": "train", "merge": "merge"}
 
 
 def command_line() -> str:
@@ -59,7 +60,7 @@ def read_manifest(directory: Path, kind: str | tuple[str, ...]) -> dict:
     kinds = (kind,) if isinstance(kind, str) else kind
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        raise InputError(f"{directory} has no {MANIFEST}; pass the output directory of `sclora {kinds[0]}`.")
+        raise InputError(f"{directory} has no {MANIFEST}; pass the output directory of `sclora {MADE_BY[kinds[0]]}`.")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
