@@ -13,11 +13,14 @@ from pathlib import Path
 import torch
 
 from .. import data, models, ui
+from ..core.drift import drift_summary, layer_drift
+from ..core.methods import SUBSPACE_METHODS
 from ..errors import InputError, UsageError
 from ..io.atomic import MANIFEST, write_json
 from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
 
 CHECKPOINTS = "checkpoints"
+DRIFT_EVERY = 10  # steps between measurements of the update outside the subspace
 OWN_ENTRIES = {CHECKPOINTS, "adapter", "loss_log.json", MANIFEST}
 
 
@@ -59,7 +62,8 @@ def train(
                 "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length, "seed": seed,
                 "freeze_a": freeze_a, "freeze_b": freeze_b, "gradient_checkpointing": gradient_checkpointing,
                 "bf16": bf16, "optimizer": "adamw_torch", "lr_scheduler": "cosine", "warmup_ratio": 0.03, "weight_decay": 0.0}
-    history = run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress)
+    tracker = DriftTracker(run_dir, init_manifest)
+    history = run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress, tracker)
     save_adapter(model, output_dir / "adapter")
     write_json(output_dir / "loss_log.json", history)
     record = data.texts_record(loaded, examples, sum(len(f["input_ids"]) for f in features), "train")
@@ -69,7 +73,7 @@ def train(
         config={**init_manifest["config"], "train": settings},
         datasets=[*init_manifest["datasets"], record],
         parents=[{"kind": "init", "path": str(run_dir.resolve()), "manifest": init_manifest}],
-        summary=training_summary(history, time.time() - started),
+        summary={**training_summary(history, time.time() - started), "subspace": tracker.measure(model)},
     )
     manifest = write_manifest(output_dir, manifest, exclude=(f"{CHECKPOINTS}/",))
     report(manifest, output_dir)
@@ -155,7 +159,7 @@ class Collator:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress) -> list[dict]:
+def run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress, tracker) -> list[dict]:
     from transformers import Trainer, TrainingArguments
 
     arguments = TrainingArguments(
@@ -184,7 +188,7 @@ def run_trainer(model, tokenizer, features, output_dir, settings, resume, save_s
     )
     history: list[dict] = []
     trainer = Trainer(model=model, args=arguments, train_dataset=features, data_collator=Collator(tokenizer.pad_token_id),
-                      callbacks=[ProgressCallback(history, progress)])
+                      callbacks=[ProgressCallback(history, progress, tracker)])
     checkpoint = resume and latest_checkpoint(output_dir / CHECKPOINTS)
     trainer.train(resume_from_checkpoint=checkpoint or None)
     return history
@@ -211,8 +215,8 @@ def make_progress_callback():
     class _ProgressCallback(TrainerCallback):
         """A rich progress bar with loss and tokens/s; every logged step goes into `history`."""
 
-        def __init__(self, history: list[dict], enabled: bool) -> None:
-            self.history, self.enabled = history, enabled
+        def __init__(self, history: list[dict], enabled: bool, tracker: DriftTracker) -> None:
+            self.history, self.enabled, self.tracker = history, enabled, tracker
             self.bar_context = self.bar = self.task = None
             self.started = time.time()
             self.tokens_at_start = 0
@@ -225,10 +229,14 @@ def make_progress_callback():
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                self.history.append({"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
-                                     "tokens": state.num_input_tokens_seen})
+                entry = {"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
+                         "tokens": state.num_input_tokens_seen}
+                if self.tracker.active and (state.global_step % DRIFT_EVERY == 0 or state.global_step == state.max_steps):
+                    entry["update_outside_fraction"] = self.tracker.measure(kwargs["model"])["update_outside_fraction"]
+                self.history.append(entry)
                 rate = (state.num_input_tokens_seen - self.tokens_at_start) / max(time.time() - self.started, 1e-9)
-                self.bar.update(self.task, completed=state.global_step, rate=f"loss {logs['loss']:.4f}  {rate:,.0f} tok/s")
+                drift = next((f"  outside S {h['update_outside_fraction']:.1%}" for h in reversed(self.history) if "update_outside_fraction" in h), "")
+                self.bar.update(self.task, completed=state.global_step, rate=f"loss {logs['loss']:.4f}  {rate:,.0f} tok/s{drift}")
 
         def on_train_end(self, args, state, control, **kwargs):
             self.bar.update(self.task, completed=state.global_step)
@@ -237,8 +245,38 @@ def make_progress_callback():
     return _ProgressCallback
 
 
-def ProgressCallback(history: list[dict], enabled: bool):  # noqa: N802 - reads like the class it builds
-    return make_progress_callback()(history, enabled)
+def ProgressCallback(history: list[dict], enabled: bool, tracker: DriftTracker):  # noqa: N802 - reads like the class it builds
+    return make_progress_callback()(history, enabled, tracker)
+
+
+class DriftTracker:
+    """Measures how much of the adapter's update has left S = span(B_init) (subspace methods)."""
+
+    def __init__(self, run_dir: Path, init_manifest: dict) -> None:
+        from ..io.adapter import read_adapter
+
+        self.active = init_manifest["config"]["method"] in SUBSPACE_METHODS
+        config, self.initial = read_adapter(run_dir / "adapter")
+        self.scale = config.lora_alpha / config.r
+
+    def measure(self, model) -> dict:
+        if not self.active:
+            return {}
+        current = current_factors(model)
+        layers = [layer_drift(start.b, start.a, *current[name], self.scale) for name, start in self.initial.items()]
+        return drift_summary(layers)
+
+
+def current_factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{module: (B, A)} of a PeftModel's default adapter, detached."""
+    factors: dict[str, dict] = {}
+    for name, parameter in model.named_parameters():
+        for which in ("lora_A", "lora_B"):
+            marker = f".{which}.default.weight"
+            if name.endswith(marker):
+                module = name[: -len(marker)].removeprefix("base_model.model.")
+                factors.setdefault(module, {})[which] = parameter.detach()
+    return {module: (pair["lora_B"], pair["lora_A"]) for module, pair in factors.items()}
 
 
 def save_adapter(model, final: Path) -> None:
@@ -260,7 +298,11 @@ def training_summary(history: list[dict], seconds: float) -> dict:
 def report(manifest: dict, output_dir: Path) -> None:
     summary, settings = manifest["summary"], manifest["config"]["train"]
     loss = f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}" if summary["first_loss"] is not None else "n/a"
-    frozen = "A frozen" if settings["freeze_a"] else "B frozen" if settings["freeze_b"] else "A and B train"
+    frozen = "A frozen" if settings["freeze_a"] else "B frozen (updates stay in S)" if settings["freeze_b"] else "A and B train"
     rows = [("output", str(output_dir)), ("data", f"{settings['data']} ({settings['samples']} samples)"),
-            ("steps", str(summary["steps"])), ("loss", loss), ("adapter", frozen), ("time", f"{summary['seconds']} s")]
+            ("steps", str(summary["steps"])), ("loss", loss), ("adapter", frozen)]
+    if summary.get("subspace"):
+        rows.append(("update outside S", f"{summary['subspace']['update_outside_fraction']:.2%} of the weight update"))
+        rows.append(("B change outside S", f"{summary['subspace']['b_change_outside_fraction']:.2%}"))
+    rows.append(("time", f"{summary['seconds']} s"))
     ui.show(ui.summary_table("sclora train", rows))
