@@ -15,6 +15,7 @@ from .. import models, ui
 from ..core import methods
 from ..core.layer_init import InitSettings, LayerInit, initialize_layer
 from ..errors import InputError, MismatchError, NumericalError, UsageError
+from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
@@ -126,6 +127,7 @@ def warn_unstable_beta(calibration: dict, reader: CheckpointReader, sites: dict,
 
 def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_bytes, progress):
     """Copy the checkpoint tensor by tensor, replacing each target weight with its W_res."""
+    memory.return_large_blocks_to_the_os()
     writer = ShardedWriter(out_dir, shard_bytes)
     layers, source_hashes = {}, {}
     with safe_open(calibration_dir / "pos.safetensors", "pt") as pos, safe_open(calibration_dir / "neg.safetensors", "pt") as neg, \
@@ -139,6 +141,7 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
                 layer = init_target(target, tensor, sites[target], pos, neg, settings, len(layers))
                 layers[target], tensor = layer, layer.w_res
             writer.add(name, tensor)
+            memory.trim()
             bar.update(task, advance=1, rate=target or "")
     writer.close()
     return layers, source_hashes

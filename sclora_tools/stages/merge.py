@@ -14,6 +14,7 @@ from .. import ui
 from ..core import exact
 from ..core.merge import adapter_delta, lora_against_base, merged_weight
 from ..errors import UsageError, VerificationError
+from ..io import memory
 from ..io.adapter import LoraPair, read_adapter, write_adapter
 from ..io.atomic import staged_directory
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
@@ -76,6 +77,7 @@ def locate_init(run_dir: Path, manifest: dict) -> tuple[Path, dict]:
 
 def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out_dir, base_only, shard_bytes, progress) -> dict:
     """Rebuild, verify and write every tensor in checkpoint order; raise on the first mismatch."""
+    memory.return_large_blocks_to_the_os()
     reader = CheckpointReader(init_dir / "residual")
     expected = init_manifest["source_tensors"]
     writer = ShardedWriter(out_dir, shard_bytes)
@@ -91,6 +93,7 @@ def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out
                 pair, start = trained_pairs[module], init_pairs[module]
                 w0 = merged_weight(w0, adapter_delta(pair.b, pair.a, start.b, start.a, scale))
             writer.add(name, w0)
+            memory.trim()
             bar.update(task, advance=1, rate=module or "")
     missing = sorted(set(expected) - set(records))
     if missing:
