@@ -204,3 +204,23 @@ def test_chat_rows_and_bf16_calibration(tiny_bf16, data_files, tmp_path):
     assert manifest["model"]["checkpoint_dtype"] == "bfloat16"
     covariance = load_file(tmp_path / "c" / "pos.safetensors")
     assert all(t.dtype == torch.float64 and bool(torch.isfinite(t).all()) for t in covariance.values())
+
+
+def test_beta_one_warns_for_layers_whose_output_covariance_is_rank_deficient(fp32_run, tmp_path, capsys):
+    """gate/up (64 -> 160) have Cov- of rank <= 64 < 160 however many - tokens there are."""
+    calibration = json.loads((fp32_run.parent / "calib" / "manifest.json").read_text())
+    assert next(d["tokens"] for d in calibration["datasets"] if d["role"] == "-") > 160
+    init(fp32_run.parent / "calib", tmp_path / "run", beta=1.0, rank=4, progress=False)
+    warning = " ".join(capsys.readouterr().err.split())
+    assert "appendix B" in warning and ("gate_proj" in warning or "up_proj" in warning)
+    init(fp32_run.parent / "calib", tmp_path / "run2", beta=0.99, rank=4, progress=False)
+    assert "appendix B" not in capsys.readouterr().err
+
+
+def test_a_bad_dataset_is_reported_before_the_model_is_loaded(tiny_fp32, tmp_path, monkeypatch):
+    import sclora_tools.models as models
+    from sclora_tools.errors import InputError
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model must not load for a bad dataset"))
+    with pytest.raises(InputError, match="does not exist"):
+        calibrate(str(tiny_fp32), str(tmp_path / "missing.jsonl"), str(tmp_path / "missing.jsonl"), tmp_path / "c", progress=False)

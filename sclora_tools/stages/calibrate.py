@@ -42,6 +42,7 @@ def calibrate(
     """Collect Cov+ and Cov- for every target layer; returns the written manifest."""
     check_options(samples, max_length, batch_size, normalization, accumulate_dtype)
     started = time.time()
+    datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(ROLES, (pos, neg))}
     source = models.resolve_model(model)
     reader = CheckpointReader(source.path)
     run_device = models.pick_device(device)
@@ -53,8 +54,7 @@ def calibrate(
     sites = plan_sites(net, models.shared_input_groups(net, target_names, run_device))
     checkpoint_dtype = reader.dtype_of(f"{target_names[0]}.weight")
     records, covariances = [], {}
-    for role, argument in zip(ROLES, (pos, neg)):
-        loaded = data.load_dataset_rows(argument, samples, seed)
+    for role, loaded in datasets.items():
         examples = [data.render(row, tokenizer, loaded.spec, i) for i, row in enumerate(loaded.rows)]
         batches = token_batches(examples, tokenizer, max_length)
         moments, tokens = run_dataset(net, sites, batches, batch_size, run_device, ACCUMULATE_DTYPES[accumulate_dtype], role, progress)

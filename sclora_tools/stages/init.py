@@ -116,13 +116,20 @@ def check_ranks(reader: CheckpointReader, sites: dict[str, dict], rank: int) -> 
 
 
 def warn_unstable_beta(calibration: dict, reader: CheckpointReader, sites: dict, beta: float) -> None:
+    """At beta = 1 the top eigenvalues of -Cov- are its zero ones wherever Cov- has rank < d_out
+    (fewer - tokens than d_out, or an input site with d_in < d_out): the subspace is not unique."""
     if beta < 1.0:
         return
     neg_tokens = next(d["tokens"] for d in calibration["datasets"] if d["role"] == "-")
-    widest = max(reader.shape_of(f"{t}.weight")[0] for t in sites)
-    if neg_tokens < widest:
-        ui.warn(f"beta = 1 with only {neg_tokens} tokens of - data (< d_out = {widest}): the subspace is not unique "
-                "(paper, appendix B); use beta < 1 or calibrate with more - samples.")
+    deficient = []
+    for target, site in sites.items():
+        d_out, d_in = reader.shape_of(f"{target}.weight")
+        rank_bound = min(neg_tokens, d_in if site["side"] == "input" else d_out)
+        if rank_bound < d_out:
+            deficient.append(target)
+    if deficient:
+        ui.warn(f"beta = 1 leaves the subspace non-unique in {len(deficient)} layers (e.g. {deficient[0]}: Cov- has rank < d_out "
+                f"with {neg_tokens} - tokens; paper, appendix B); use beta < 1 or calibrate with more - samples.")
 
 
 def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_bytes, progress):
