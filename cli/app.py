@@ -135,20 +135,73 @@ def merge(
     emit(manifest, as_json)
 
 
-def not_yet(stage: str) -> None:
-    from sclora_tools.errors import UsageError
+@app.command("eval")
+@handled
+def evaluate_command(
+    model: Annotated[str, typer.Argument(help="Model directory, embedded short name, Hub id, or an sclora init/train/merge output (result goes to RUN/eval.json).")],
+    safety: Annotated[str, typer.Option(help="Harmful requests with reference refusals (refusal rate, refusal NLL); 'none' skips.")] = "safety-heldout",
+    benign: Annotated[str, typer.Option(help="Benign prompts with reference answers (over-refusal, NLL); 'none' skips.")] = "benign-heldout",
+    utility: Annotated[str, typer.Option(help="Dialogue -> summary pairs (ROUGE-1/2/L, NLL); 'none' skips.")] = "dialogsum-heldout",
+    knowledge: Annotated[str, typer.Option(help="Questions with answers (+ aliases) for exact match; 'none' skips.")] = "knowledge",
+    samples: Annotated[Optional[int], typer.Option(help="Rows per set, chosen deterministically from --seed; default: all rows.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Greedy tokens per answer for every set; default: 64 (24 for knowledge).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 8,
+    adapter: Annotated[Optional[Path], typer.Option(help="Apply this PEFT adapter on top of the model.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the results as JSON to this file (default for a run: RUN/eval.json).")] = None,
+    judge: Annotated[bool, typer.Option("--judge", help="Score harmfulness 1-5 with an LLM judge at OPENAI_BASE_URL (OPENAI_API_KEY, SCLORA_JUDGE_MODEL).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of a summary table.")] = False,
+) -> None:
+    """Refusal rate, over-refusal, ROUGE, knowledge exact match and reference NLLs on held-out sets."""
+    from sclora_tools.stages.evaluate import evaluate as run
 
-    raise UsageError(f"`sclora {stage}` is not implemented yet in this version; run merge and publish its merged/ folder yourself.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        result = run(model, safety=safety, benign=benign, utility=utility, knowledge=knowledge, samples=samples,
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, output=output, judge=judge,
+                     seed=seed, device=device, progress=not as_json)
+    emit(result, as_json)
 
 
 @app.command()
 @handled
 def push(
     merge_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora merge`.")],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repository ORG/NAME.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repository ORG/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository as private (refused if it exists and is public).")] = False,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to commit to, created from main if missing; default: main.")] = None,
+    commit_message: Annotated[Optional[str], typer.Option("--commit-message", help="Commit summary (first line) and description (the rest).")] = None,
+    what: Annotated[str, typer.Option("--what", help="all: merged model at the root + LoRA under lora/; merged: the merged model; lora: the rank-2r LoRA for the original base.")] = "all",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (files, sizes) and the model card; no network at all.")] = False,
+    to: Annotated[Optional[Path], typer.Option("--to", help="Write the publishable folder to this local directory instead of uploading.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Publish a merged model to the Hub with a model card (not implemented yet)."""
-    not_yet("push")
+    """Publish a verified merge to the Hub in one commit, with a model card that records beta and the data.
+
+    The token comes from HF_TOKEN or `hf auth login`, never from the command line; HF_ENDPOINT selects a self-hosted hub."""
+    from sclora_tools.stages.push import push as run
+
+    record = run(merge_dir, repo_id, private=private, revision=revision, commit_message=commit_message, what=what,
+                 dry_run=dry_run, to=to, progress=not as_json)
+    if as_json:
+        emit(record, True)
+    elif dry_run:
+        typer.echo(record["card"])
+
+
+@app.command()
+@handled
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where the demo's artefacts go.")] = Path("sclora-demo"),
+    model: Annotated[str, typer.Option(help="Model to run on (default: the embedded SmolLM2-135M-Instruct).")] = "smollm2-135m-instruct",
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 20,
+    eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = 24,
+) -> None:
+    """Run the whole pipeline offline on the embedded model: calibrate -> init -> train -> merge -> eval -> push (local)."""
+    from sclora_tools.stages.demo import DemoSettings, demo as run
+
+    run(output, DemoSettings(model=model, steps=steps, eval_samples=eval_samples))
 
 
 def main() -> None:

@@ -298,9 +298,12 @@ def test_init_on_a_calibration_with_a_broken_manifest(runner, calibration, tmp_p
 # ----------------------------------------------------------------------------- other stages
 
 
-def test_push_is_not_implemented(runner, init_run):
-    result = runner.invoke(app, ["push", str(init_run), "--repo-id", "org/name"])
-    assert_clean_failure(result, None, "not implemented")
+def test_push_help_lists_its_options(runner):
+    result = runner.invoke(app, ["push", "--help"])
+    assert result.exit_code == 0, result.output
+    for option in ("merge_dir", "--repo-id", "--private", "--revision", "--commit-message", "--what", "--dry-run", "--to", "--json"):
+        assert option in result.output, option
+    assert "--token" not in result.output  # the token never comes from argv
 
 
 @pytest.mark.parametrize("command", ["train", "merge"])

@@ -102,6 +102,8 @@ def test_training_reduces_loss_and_records_its_settings(fp32_trained, data_files
     assert manifest["parents"][0]["kind"] == "init"
     merge_manifest = json.loads((fp32_trained / "out" / "manifest.json").read_text())
     assert merge_manifest["verification"]["passed"] and merge_manifest["verification"]["checked"] == 21
+    assert merge_manifest["config"]["train"]["lr"] == 5e-3  # training settings travel on to push
+    assert [d["role"] for d in merge_manifest["datasets"]] == ["+", "-", "train"]
 
 
 @pytest.mark.parametrize("frozen", ["A", "B"])

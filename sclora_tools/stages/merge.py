@@ -56,8 +56,8 @@ def merge(
         result = new_manifest(
             "merge",
             model=init_manifest["model"],
-            config={**init_manifest["config"], "output": model_subdir},
-            datasets=init_manifest["datasets"],
+            config={**manifest["config"], "output": model_subdir},
+            datasets=manifest["datasets"],
             parents=[{"kind": manifest["kind"], "path": str(run_dir.resolve()), "manifest": manifest}],
             verification=verification_record(records, init_manifest),
             summary={"seconds": round(time.time() - started, 2), "tensors": len(records)},

@@ -21,7 +21,7 @@ from ..io.manifest import new_manifest, read_manifest, verify_files, write_manif
 
 CHECKPOINTS = "checkpoints"
 DRIFT_EVERY = 10  # steps between measurements of the update outside the subspace
-OWN_ENTRIES = {CHECKPOINTS, "adapter", "loss_log.json", MANIFEST}
+OWN_ENTRIES = {CHECKPOINTS, "adapter", "loss_log.json", MANIFEST, "eval.json"}
 
 
 def train(
