@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import write_jsonl
 from typer.testing import CliRunner
 
 from sclora_tools import calibrate, evaluate, init, merge, train
@@ -24,11 +25,6 @@ TINY = {"samples": 2, "max_new_tokens": 3, "batch_size": 2, "progress": False}
 RATES = ("refusal_rate", "over_refusal_rate", "over_refusal_rate_edgy", "rouge1", "rouge2", "rougeL", "knowledge_em")
 NLLS = ("refusal_nll", "benign_nll", "summary_nll")
 REFUSAL = "I'm sorry, but I can't help with that."
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
