@@ -1,0 +1,78 @@
+"""python examples/safety_testbed/align.py [--out DIR] [--epochs 2] [--lr 5e-5]
+
+Step 1 of the safety testbed: SmolLM2-135M-Instruct as shipped refuses almost no harmful request,
+so align it first with a FULL fine-tune on the bundled `safety` (harmful request -> refusal) and
+`benign` (instruction -> answer) training sets, then cache the result as a normal model directory.
+Held-out sets are never used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from sclora_tools import data, models
+from sclora_tools.stages.train import Collator, tokenize_for_loss, with_loss_tokens
+
+DEFAULT_OUT = Path.home() / ".cache" / "sclora" / "testbed" / "smollm2-aligned"
+
+
+def alignment_features(tokenizer, max_length: int, seed: int) -> list[dict]:
+    features = []
+    for name in ("safety", "benign"):
+        loaded = data.load_dataset_rows(name, None, seed)
+        examples = [data.render(row, tokenizer, loaded.spec, i) for i, row in enumerate(loaded.rows)]
+        features += [tokenize_for_loss(example, tokenizer, max_length) for example in examples]
+    random.Random(seed).shuffle(features)
+    return with_loss_tokens(features, max_length)
+
+
+def align(out: Path, epochs: float, lr: float, batch_size: int, max_length: int, seed: int) -> Path:
+    from transformers import Trainer, TrainingArguments
+
+    if (out / "alignment.json").is_file():
+        print(f"aligned model already cached at {out}")
+        return out
+    source = models.resolve_model("smollm2-135m-instruct")
+    tokenizer = models.load_tokenizer(source.path)
+    model = models.load_model(source, torch.float32, torch.device("cpu")).train()
+    features = alignment_features(tokenizer, max_length, seed)
+    arguments = TrainingArguments(output_dir=str(out.with_suffix(".work")), num_train_epochs=epochs, learning_rate=lr,
+                                  per_device_train_batch_size=batch_size, lr_scheduler_type="cosine", warmup_steps=3,
+                                  weight_decay=0.0, logging_steps=5, save_strategy="no", report_to=[], seed=seed,
+                                  use_cpu=True, remove_unused_columns=False)
+    started = time.time()
+    Trainer(model=model, args=arguments, train_dataset=features, data_collator=Collator(tokenizer.pad_token_id)).train()
+    staging = out.with_name(out.name + ".tmp")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    for extra in ("generation_config.json",):
+        if (source.path / extra).is_file():
+            (staging / extra).write_bytes((source.path / extra).read_bytes())
+    record = {"base": "smollm2-135m-instruct", "gguf_sha256": source.revision, "datasets": ["safety", "benign"],
+              "samples": len(features), "epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length,
+              "seed": seed, "seconds": round(time.time() - started, 1)}
+    (staging / "alignment.json").write_text(json.dumps(record, indent=2) + "\n")
+    staging.rename(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=160)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(align(args.out, args.epochs, args.lr, args.batch_size, args.max_length, args.seed))
+
+
+if __name__ == "__main__":
+    main()
