@@ -1,4 +1,4 @@
-"""python examples/safety_testbed/align.py [--out DIR] [--epochs 2] [--lr 5e-5]
+"""python examples/safety_testbed/align.py [--out DIR] [--epochs 1] [--lr 1e-4]
 
 Step 1 of the safety testbed: SmolLM2-135M-Instruct as shipped refuses almost no harmful request,
 so align it first with a FULL fine-tune on the bundled `safety` (harmful request -> refusal) and
@@ -65,8 +65,8 @@ def align(out: Path, epochs: float, lr: float, batch_size: int, max_length: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0)

@@ -42,14 +42,15 @@ def run_one(config: dict, seed: int, calib: Path, out: Path, args) -> dict:
     init(calib, out / tag / "run", method=config["method"], beta=config["beta"], rank=args.rank, seed=seed, progress=False)
     train(out / tag / "run", out / tag / "trained", max_steps=args.steps, lr=args.lr, batch_size=args.batch_size,
           max_length=args.max_length, seed=seed, freeze_b=config["freeze_b"], progress=False)
-    report = evaluate(out / tag / "trained", knowledge=None, samples=None, output=out / tag / "eval.json",
+    report = evaluate(out / tag / "trained", knowledge=None, output=out / tag / "eval.json",
                       progress=False, **eval_sizes(args))
     return {"config": config["name"], "seed": seed, "seconds": round(time.time() - started, 1),
             **{m: report["metrics"].get(m) for m in METRICS}}
 
 
 def eval_sizes(args) -> dict:
-    return {"batch_size": 16}
+    """Every evaluation uses the same first rows of each held-out set (>= 100 harmful requests)."""
+    return {"batch_size": 16, "samples": args.eval_samples}
 
 
 def table(rows: list[dict], reference: dict) -> str:
@@ -104,10 +105,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=320)
     parser.add_argument("--configs", nargs="+", default=[c["name"] for c in CONFIGS])
+    parser.add_argument("--eval-samples", type=int, default=100, help="rows per held-out set (>= 100 harmful requests)")
+    parser.add_argument("--align-epochs", type=float, default=1.0)
+    parser.add_argument("--align-lr", type=float, default=1e-4)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    aligned = align(args.aligned, epochs=2.0, lr=5e-5, batch_size=8, max_length=160, seed=0)
-    reference = evaluate(aligned, knowledge=None, output=args.out / "aligned_eval.json", progress=False, batch_size=16)["metrics"]
+    aligned = align(args.aligned, epochs=args.align_epochs, lr=args.align_lr, batch_size=8, max_length=160, seed=0)
+    reference_path = args.out / "aligned_eval.json"
+    if reference_path.is_file():
+        reference = json.loads(reference_path.read_text())["metrics"]
+    else:
+        reference = evaluate(aligned, knowledge=None, output=reference_path, progress=False, **eval_sizes(args))["metrics"]
     calib = args.out / "calib"
     if not (calib / "manifest.json").is_file():
         calibrate(str(aligned), "dialogsum", "safety", calib, samples=128, max_length=256, progress=False)
