@@ -224,3 +224,13 @@ def test_a_bad_dataset_is_reported_before_the_model_is_loaded(tiny_fp32, tmp_pat
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model must not load for a bad dataset"))
     with pytest.raises(InputError, match="does not exist"):
         calibrate(str(tiny_fp32), str(tmp_path / "missing.jsonl"), str(tmp_path / "missing.jsonl"), tmp_path / "c", progress=False)
+
+
+def test_a_stage_never_overwrites_another_stages_artefact(fp32_run, tmp_path):
+    from sclora_tools.errors import InputError
+
+    calib = fp32_run.parent / "calib"
+    before = (calib / "manifest.json").read_bytes()
+    with pytest.raises(InputError, match="holds a calibration artefact"):
+        init(calib, calib, rank=4, progress=False)
+    assert (calib / "manifest.json").read_bytes() == before and (calib / "pos.safetensors").is_file()

@@ -16,14 +16,14 @@ MANIFEST = "manifest.json"
 
 
 @contextlib.contextmanager
-def staged_directory(final: Path) -> Iterator[Path]:
+def staged_directory(final: Path, kind: str) -> Iterator[Path]:
     """Yield an empty temporary sibling of `final`; on success it replaces `final`.
 
-    Re-running a stage over its own earlier output replaces it; a non-empty directory that is
-    not an sclora artefact is never touched.
+    Re-running a stage over its own earlier output (same artefact kind) replaces it; any other
+    non-empty directory, another stage's artefact included, is never touched.
     """
     final = Path(final)
-    refuse_foreign_directory(final)
+    refuse_foreign_directory(final, kind)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
@@ -34,13 +34,27 @@ def staged_directory(final: Path) -> Iterator[Path]:
         raise
 
 
-def refuse_foreign_directory(final: Path) -> None:
-    if final.is_dir() and any(final.iterdir()) and not (final / MANIFEST).is_file():
+def refuse_foreign_directory(final: Path, kind: str | None = None) -> None:
+    """Refuse a file, or a non-empty directory that is not an earlier artefact of `kind`."""
+    if final.exists() and not final.is_dir():
+        raise InputError(f"Output path {final} is a file; choose a directory path.")
+    if not final.is_dir() or not any(final.iterdir()):
+        return
+    manifest = final / MANIFEST
+    if not manifest.is_file():
         raise InputError(
             f"Output directory {final} exists and is not an sclora artefact; choose an empty or new directory."
         )
-    if final.exists() and not final.is_dir():
-        raise InputError(f"Output path {final} is a file; choose a directory path.")
+    existing = existing_kind(manifest)
+    if kind is not None and existing != kind:
+        raise InputError(f"Output directory {final} holds a {existing or 'unknown'} artefact; choose another directory for the {kind} output.")
+
+
+def existing_kind(manifest: Path) -> str | None:
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("kind")
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return None
 
 
 def replace_directory(staging: Path, final: Path) -> None:

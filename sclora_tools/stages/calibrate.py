@@ -60,7 +60,7 @@ def calibrate(
         moments, tokens = run_dataset(net, sites, batches, batch_size, run_device, ACCUMULATE_DTYPES[accumulate_dtype], role, progress)
         covariances[role] = {key: finished(moment, len(examples), normalization, key) for key, moment in moments.items()}
         records.append(data.texts_record(loaded, examples, tokens, "+" if role == "pos" else "-"))
-    with staged_directory(Path(output_dir)) as staging:
+    with staged_directory(Path(output_dir), "calibration") as staging:
         for role in ROLES:
             save_file(covariances[role], str(staging / f"{role}.safetensors"), metadata={"format": "pt"})
         manifest = new_manifest(

@@ -50,7 +50,7 @@ def init(
     sites = site_of_target(calibration)
     check_ranks(reader, sites, rank)
     warn_unstable_beta(calibration, reader, sites, beta)
-    with staged_directory(Path(output_dir)) as staging:
+    with staged_directory(Path(output_dir), "init") as staging:
         layers, source_hashes = write_residual(reader, calibration_dir, sites, settings, staging / "residual", shard_bytes, progress)
         copy_model_files(model_dir, staging / "residual")
         pairs = {name: LoraPair(a=layer.a, b=layer.b) for name, layer in layers.items()}

@@ -47,7 +47,7 @@ def merge(
     scale = config.lora_alpha / config.r
     target = Path(rebuild_base) if rebuild_base is not None else Path(output_dir)
     model_subdir = "base" if rebuild_base is not None else "merged"
-    with staged_directory(target) as staging:
+    with staged_directory(target, "merge") as staging:
         records = stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale,
                                 staging / model_subdir, rebuild_base is not None, shard_bytes, progress)
         copy_model_files(init_dir / "residual", staging / model_subdir)
