@@ -167,9 +167,10 @@ def init_target(target, weight, site, pos, neg, settings, index) -> LayerInit:
 
 
 def copy_model_files(model_dir: Path, out_dir: Path) -> None:
-    """config, generation config, tokenizer and chat template: every non-weight file at the top."""
+    """config, generation config, tokenizer and chat template: every non-weight file at the top,
+    but no provenance file (manifest.json, sclora_*.json) whose hashes describe other weights."""
     for path in sorted(Path(model_dir).iterdir()):
-        if path.is_file() and not path.name.startswith(".") and not path.name.endswith(WEIGHT_SUFFIXES) \
+        if path.is_file() and not path.name.startswith((".", "sclora_")) and not path.name.endswith(WEIGHT_SUFFIXES) \
                 and not path.name.endswith(".index.json") and path.name != "manifest.json":
             shutil.copy2(path, out_dir / path.name)
 
