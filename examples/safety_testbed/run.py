@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -129,7 +130,7 @@ def main() -> None:
                 results_path.write_text(json.dumps(rows, indent=2) + "\n")
                 print(json.dumps(rows[-1]))
     markdown = table(rows, reference)
-    (args.out / "results.md").write_text(f"Command: `python {' '.join(sys.argv)}`\n\n{markdown}\n")
+    (args.out / "results.md").write_text(f"Command: `python {shlex.join(sys.argv)}`\n\n{markdown}\n")
     plot(rows, reference, args.out / "frontier.png")
     print(markdown)
 
