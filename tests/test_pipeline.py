@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -16,6 +17,7 @@ from sclora_tools import calibrate, init
 from sclora_tools.core import exact
 from sclora_tools.io.adapter import read_adapter
 from sclora_tools.io.checkpoint import CheckpointReader
+from sclora_tools.io.corrections import read_correction
 
 RANK = 8
 
@@ -76,15 +78,10 @@ def test_init_artefacts_rebuild_w0_bit_exactly(run_name, model_name, request):
     run, model_dir = request.getfixturevalue(run_name), request.getfixturevalue(model_name)
     reader, base = CheckpointReader(run / "residual"), CheckpointReader(model_dir)
     config, pairs = read_adapter(run / "adapter")
-    corrections = load_file(run / "exact" / "corrections.safetensors")
+    corrections = safe_open(run / "exact" / "corrections.safetensors", "pt")
     manifest = json.loads((run / "manifest.json").read_text())
     for module, pair in pairs.items():
-        correction = exact.Correction(
-            steps=corrections[f"{module}.steps"].numpy().tobytes(),
-            escapes=corrections[f"{module}.escapes"],
-            patch_indices=corrections[f"{module}.patch_indices"],
-            patch_values=corrections[f"{module}.patch_values"],
-        )
+        correction = read_correction(corrections, module)
         product = exact.init_product(pair.b.double().flip(1), pair.a.double().flip(0), config.lora_alpha / config.r)
         rebuilt = exact.rebuild(reader.read(f"{module}.weight"), product, correction)
         assert torch.equal(exact.bit_view(rebuilt), exact.bit_view(base.read(f"{module}.weight"))), module

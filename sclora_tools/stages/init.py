@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .. import models, ui
 from ..core import methods
@@ -18,11 +17,11 @@ from ..errors import InputError, MismatchError, NumericalError, UsageError
 from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
+from ..io.corrections import FILE as CORRECTIONS, write_corrections
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
 from ..io.hashing import sha256_tensor
 from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
 
-CORRECTIONS = "exact/corrections.safetensors"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
 
 
@@ -55,7 +54,7 @@ def init(
         copy_model_files(model_dir, staging / "residual")
         pairs = {name: LoraPair(a=layer.a, b=layer.b) for name, layer in layers.items()}
         write_adapter(staging / "adapter", pairs, settings.rank, settings.alpha, calibration["model"]["id"])
-        write_corrections(staging / CORRECTIONS, layers)
+        write_corrections(staging / CORRECTIONS, {name: layer.correction for name, layer in layers.items()})
         manifest = new_manifest(
             "init",
             model={**calibration["model"], "path": str(model_dir)},
@@ -173,18 +172,6 @@ def copy_model_files(model_dir: Path, out_dir: Path) -> None:
         if path.is_file() and not path.name.startswith((".", "sclora_")) and not path.name.endswith(WEIGHT_SUFFIXES) \
                 and not path.name.endswith(".index.json") and path.name != "manifest.json":
             shutil.copy2(path, out_dir / path.name)
-
-
-def write_corrections(path: Path, layers: dict[str, LayerInit]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for name, layer in layers.items():
-        c = layer.correction
-        tensors[f"{name}.steps"] = torch.frombuffer(bytearray(c.steps), dtype=torch.uint8) if c.steps else torch.zeros(0, dtype=torch.uint8)
-        tensors[f"{name}.escapes"] = c.escapes
-        tensors[f"{name}.patch_indices"] = c.patch_indices
-        tensors[f"{name}.patch_values"] = c.patch_values
-    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 def totals(layers: dict[str, LayerInit], seconds: float) -> dict:

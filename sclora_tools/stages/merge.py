@@ -20,7 +20,8 @@ from ..io.atomic import staged_directory
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
 from ..io.hashing import sha256_tensor
 from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
-from .init import CORRECTIONS, copy_model_files
+from ..io.corrections import FILE as CORRECTIONS, read_correction
+from .init import copy_model_files
 
 
 def merge(
@@ -103,12 +104,7 @@ def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out
 
 
 def rebuild_target(w_res: torch.Tensor, pair: LoraPair, corrections, module: str, scale: float) -> torch.Tensor:
-    correction = exact.Correction(
-        steps=corrections.get_tensor(f"{module}.steps").numpy().tobytes(),
-        escapes=corrections.get_tensor(f"{module}.escapes"),
-        patch_indices=corrections.get_tensor(f"{module}.patch_indices"),
-        patch_values=corrections.get_tensor(f"{module}.patch_values"),
-    )
+    correction = read_correction(corrections, module)
     try:
         return exact.rebuild(w_res, exact.init_product(pair.b, pair.a, scale), correction)
     except ValueError as exc:
