@@ -211,8 +211,10 @@ def test_merge_writes_several_shards_with_an_index(fp32_trained, tmp_path):
 def test_drift_is_reported_and_zero_when_b_is_frozen(tiny_fp32, data_files, tmp_path):
     run = make_run(tiny_fp32, data_files, tmp_path)
     options = dict(data_argument=str(data_files["pos"]), max_steps=10, lr=5e-3, batch_size=4, max_length=96, progress=False)
-    locked = train(run, tmp_path / "locked", freeze_b=True, **options)["summary"]["subspace"]
-    free = train(run, tmp_path / "free", **options)["summary"]["subspace"]
+    locked_summary = train(run, tmp_path / "locked", freeze_b=True, **options)["summary"]
+    free_summary = train(run, tmp_path / "free", **options)["summary"]
+    locked, free = locked_summary["subspace"], free_summary["subspace"]
+    assert locked_summary["update_norm"] > 0 and free_summary["update_norm"] > 0
     assert locked["update_outside_fraction"] < 1e-12 and locked["b_change_outside_fraction"] == 0.0
     assert free["update_outside_fraction"] > 1e-4 and free["b_change_outside_fraction"] > 0.5
     log = json.loads((tmp_path / "free" / "loss_log.json").read_text())

@@ -37,6 +37,16 @@ def layer_drift(b_init, a_init, b, a, scale: float) -> dict[str, float]:
     }
 
 
+def update_norm(pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]], scale: float) -> float:
+    """Frobenius norm of the whole weight update, sqrt(sum over layers |s (B A - B_init A_init)|^2),
+    for (b_init, a_init, b, a) per layer: the step size that equal learning rates do not equalise."""
+    total = 0.0
+    for b_init, a_init, b, a in pairs:
+        update = scale * (b.double() @ a.double() - b_init.double() @ a_init.double())
+        total += float(update.square().sum())
+    return total ** 0.5
+
+
 def drift_summary(layers: list[dict[str, float]]) -> dict[str, float]:
     """Energy-weighted fractions over all layers (0 when nothing moved)."""
     total = {key: sum(layer[key] for layer in layers) for key in layers[0]} if layers else {}

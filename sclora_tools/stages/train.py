@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .. import data, models, ui
-from ..core.drift import drift_summary, layer_drift
+from ..core.drift import drift_summary, layer_drift, update_norm
 from ..core.methods import SUBSPACE_METHODS
 from ..errors import InputError, UsageError
 from ..io.atomic import MANIFEST, write_json
@@ -73,7 +73,8 @@ def train(
         config={**init_manifest["config"], "train": settings},
         datasets=[*init_manifest["datasets"], record],
         parents=[{"kind": "init", "path": str(run_dir.resolve()), "manifest": init_manifest}],
-        summary={**training_summary(history, time.time() - started), "subspace": tracker.measure(model)},
+        summary={**training_summary(history, time.time() - started), "subspace": tracker.measure(model),
+                 "update_norm": tracker.update_norm(model)},
     )
     manifest = write_manifest(output_dir, manifest, exclude=(f"{CHECKPOINTS}/",))
     report(manifest, output_dir)
@@ -266,6 +267,10 @@ class DriftTracker:
         layers = [layer_drift(start.b, start.a, *current[name], self.scale) for name, start in self.initial.items()]
         return drift_summary(layers)
 
+    def update_norm(self, model) -> float:
+        current = current_factors(model)
+        return update_norm([(start.b, start.a, *current[name]) for name, start in self.initial.items()], self.scale)
+
 
 def current_factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{module: (B, A)} of a PeftModel's default adapter, detached."""
@@ -304,5 +309,7 @@ def report(manifest: dict, output_dir: Path) -> None:
     if summary.get("subspace"):
         rows.append(("update outside S", f"{summary['subspace']['update_outside_fraction']:.2%} of the weight update"))
         rows.append(("B change outside S", f"{summary['subspace']['b_change_outside_fraction']:.2%}"))
+    if summary.get("update_norm") is not None:
+        rows.append(("weight update", f"|dW|_F = {summary['update_norm']:.4g} over all adapted layers"))
     rows.append(("time", f"{summary['seconds']} s"))
     ui.show(ui.summary_table("sclora train", rows))
