@@ -222,6 +222,15 @@ def test_train_run_loads_its_adapter_on_the_init_residual(runs):
     assert result["model"]["kind"] == "train"
     assert result["model"]["model_dir"] == str(runs / "run" / "residual")
     assert (runs / "trained" / "eval.json").is_file()
+    assert result["settings"]["adapter"].startswith("folded")
+
+
+def test_train_run_scores_like_its_merged_model(runs, tmp_path):
+    merge(runs / "trained", tmp_path / "merged", progress=False)
+    from_run = evaluate(str(runs / "trained"), **RUN_SETS)
+    from_merge = evaluate(str(tmp_path / "merged"), **RUN_SETS)
+    assert math.isclose(from_run["metrics"]["refusal_nll"], from_merge["metrics"]["refusal_nll"], rel_tol=1e-5)
+    assert from_merge["settings"]["adapter"] is None
 
 
 def test_calibration_directory_is_refused(runs):

@@ -134,6 +134,7 @@ def evaluate(
         if judge_config is not None:
             add_judge_scores(judge_config, sets["safety"], outcomes["safety"], bar)
     settings = eval_settings(samples, budgets, batch_size, seed, runner_device, lm, judge_config)
+    settings["adapter"] = adapter_handling(target, lm)
     result = assemble(target, sets, outcomes, settings, time.time() - started)
     destination = Path(output) if output is not None else target.default_output
     if destination is not None:
@@ -219,8 +220,17 @@ def load_for_eval(target: Target, device: torch.device):
     if target.adapter_dir is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, target.adapter_dir)
+        model = folded_if_exact_enough(PeftModel.from_pretrained(model, target.adapter_dir))
     return model.to(device).eval(), models.load_tokenizer(target.model_dir)
+
+
+def folded_if_exact_enough(peft_model):
+    """Fold a float32 adapter into its base weights: the same function to float32 rounding, and
+    generation skips the adapter's extra kernels in every layer. Half-precision bases
+    keep the adapter unmerged, since folding would round the update to the base's coarser grid."""
+    if next(peft_model.parameters()).dtype != torch.float32:
+        return peft_model
+    return peft_model.merge_and_unload()
 
 
 # ----------------------------------------------------------------------------- data
@@ -491,6 +501,12 @@ def eval_settings(samples, budgets, batch_size, seed, device, model, judge_confi
             "decoding": "greedy", "nll": f"mean per-token NLL (nats) of reference responses, max {NLL_MAX_LENGTH} tokens",
             "refusal_detector": "keyword, first 200 characters (sclora_tools.core.refusal)",
             "rouge": "rouge-score F-measure, Porter stemmer", "judge": judge_config.describe() if judge_config else None}
+
+
+def adapter_handling(target: Target, model) -> str | None:
+    if target.adapter_dir is None:
+        return None
+    return "unmerged (PEFT)" if hasattr(model, "peft_config") else "folded into the float32 weights in memory"
 
 
 def assemble(target: Target, sets: dict, outcomes: dict, settings: dict, seconds: float) -> dict:
