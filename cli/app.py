@@ -175,6 +175,7 @@ def push(
     what: Annotated[str, typer.Option("--what", help="all: merged model at the root + LoRA under lora/; merged: the merged model; lora: the rank-2r LoRA for the original base.")] = "all",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (files, sizes) and the model card; no network at all.")] = False,
     to: Annotated[Optional[Path], typer.Option("--to", help="Write the publishable folder to this local directory instead of uploading.")] = None,
+    keep_local_paths: Annotated[bool, typer.Option("--keep-local-paths", help="Publish the local paths recorded in the manifests as they are; by default each becomes <local>/NAME.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Publish a verified merge to the Hub in one commit, with a model card that records beta and the data.
@@ -183,7 +184,7 @@ def push(
     from sclora_tools.stages.push import push as run
 
     record = run(merge_dir, repo_id, private=private, revision=revision, commit_message=commit_message, what=what,
-                 dry_run=dry_run, to=to, progress=not as_json)
+                 dry_run=dry_run, to=to, keep_local_paths=keep_local_paths, progress=not as_json)
     if as_json:
         emit(record, True)
     elif dry_run:

@@ -20,6 +20,7 @@ from sclora_tools import calibrate, init, merge, push, train
 from sclora_tools.cli.app import app
 from sclora_tools.errors import InputError, RemoteError, UsageError, VerificationError
 from sclora_tools.io.card import render_card
+from sclora_tools.io.local_paths import hide_in
 
 REPO = "fake-org/tiny-sclora"
 MERGED_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
@@ -111,7 +112,7 @@ def test_push_all_round_trips_to_the_same_logits(merged_run, fake_hub, tiny_fp32
         assert files[name] == (merged_run / "merged" / name).read_bytes(), name
     for name in LORA_FILES:
         assert files[f"lora/{name}"] == (merged_run / "lora" / name).read_bytes(), name
-    assert files["sclora_manifest.json"] == (merged_run / "manifest.json").read_bytes()
+    assert json.loads(files["sclora_manifest.json"]) == hide_in(json.loads((merged_run / "manifest.json").read_text()))
     assert fake_hub.file_entries(REPO)["model.safetensors"].lfs  # weights went through LFS
     assert {f["path"] for f in record["files"]} == expected - {".gitattributes"}
 
@@ -151,7 +152,7 @@ def test_push_merged_only(merged_run, fake_hub):
 
 def test_card_downloaded_from_the_hub_has_the_metadata(merged_run, fake_hub, tmp_path):
     run = hub_style(copy_run(merged_run, tmp_path), tmp_path)
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = hide_in(json.loads((run / "manifest.json").read_text()))  # as published: no local paths
     push(run, REPO, progress=False)
     card = ModelCard.load(hf_hub_download(REPO, "README.md", cache_dir=tmp_path / "cache"))
     data = card.data.to_dict()
@@ -231,7 +232,8 @@ def test_nasty_strings_cannot_break_the_front_matter_or_the_body(merged_run, fak
     # and the same card through the Hub
     push(run, "fake-org/nasty", progress=False)
     remote = ModelCard(fake_hub.files("fake-org/nasty")["README.md"].decode())
-    assert remote.data.to_dict() == data
+    assert remote.data.to_dict() == ModelCard(render_card(hide_in(manifest), repo_id="org/name")).data.to_dict()
+    assert remote.data.to_dict()["sclora"]["calibration"] == data["sclora"]["calibration"]
 
 
 # ----------------------------------------------------------------------------- secrets and failures
@@ -458,3 +460,39 @@ def test_offline_mode_refuses_to_upload_but_dry_run_and_to_work(merged_run, fake
     push(merged_run, REPO, dry_run=True, progress=False)
     push(merged_run, REPO, to=tmp_path / "publish", progress=False)
     assert fake_hub.requests == []
+
+
+# ----------------------------------------------------------------------------- local paths
+
+
+def test_local_paths_are_hidden_in_every_published_text_unless_kept(merged_run, tiny_fp32, data_files, tmp_path):
+    run = hub_style(copy_run(merged_run, tmp_path), tmp_path)
+    edit_manifest(run, lambda m: m["model"].update(id=str(tiny_fp32), spec=str(tiny_fp32), revision=None, path=str(tiny_fp32)))
+    push(run, REPO, to=tmp_path / "hidden", progress=False)
+    texts = {name: (tmp_path / "hidden" / name).read_text() for name in ("README.md", "sclora_manifest.json", "sclora_eval.json")}
+    local = [str(tmp_path), str(tiny_fp32.parent), str(data_files["pos"].parent), str(Path.home())]
+    assert not [(name, root) for name, text in texts.items() for root in local if root in text]
+    card = ModelCard.load(tmp_path / "hidden" / "README.md")
+    assert f"from_pretrained('<local>/{tiny_fp32.name}')" in card.text and "\\<local\\>/pos.jsonl" in card.text
+    assert card.data.to_dict()["sclora"]["calibration"][1]["source"] == "<local>/neg.jsonl"
+    assert "fake-org/dialogs" in card.data.to_dict()["datasets"]  # Hub ids are not paths
+    assert json.loads(texts["sclora_manifest.json"])["verification"] == json.loads((run / "manifest.json").read_text())["verification"]
+    push(run, REPO, to=tmp_path / "kept", keep_local_paths=True, progress=False)
+    assert (tmp_path / "kept" / "sclora_manifest.json").read_bytes() == (run / "manifest.json").read_bytes()
+    assert str(data_files["pos"]) in (tmp_path / "kept" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("/home/alice/data/pos.jsonl", "<local>/pos.jsonl"),
+    ("/home/al ice/my data.jsonl", "<local>/my data.jsonl"),
+    ("sclora calibrate '/srv/a b/model' org/data -o ~/runs/calib/", "sclora calibrate '<local>/model' org/data -o <local>/calib"),
+    ("from_pretrained('/tmp/x/base')  # (/tmp/x/base)", "from_pretrained('<local>/base')  # (<local>/base)"),
+    ("--to=/srv/out", "--to=<local>/out"),
+    ("knkarthick/samsum", "knkarthick/samsum"),
+    ("https://example.org/a/b", "https://example.org/a/b"),
+    ("data/mine.jsonl", "data/mine.jsonl"),
+])
+def test_hide_in_text(text, expected):
+    from sclora_tools.io.local_paths import hide_in_text
+
+    assert hide_in_text(text) == expected

@@ -20,6 +20,7 @@ from .. import __version__, ui
 from ..errors import InputError, RemoteError, UsageError, VerificationError
 from ..io.atomic import MANIFEST, refuse_foreign_directory, replace_directory
 from ..io.card import WHATS, is_hub_id, render_card
+from ..io.local_paths import hide_in
 from ..io.manifest import read_manifest, verify_files
 
 CARD = "README.md"
@@ -59,24 +60,31 @@ def push(
     what: str = "all",
     dry_run: bool = False,
     to: str | Path | None = None,
+    keep_local_paths: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Publish a merge output as `what` to `repo_id` (or plan it, or write it to `to`); returns the push record."""
+    """Publish a merge output as `what` to `repo_id` (or plan it, or write it to `to`); returns the push record.
+
+    Local paths in the card, the provenance manifest and the eval report become `<local>/NAME`
+    unless `keep_local_paths` (io/local_paths.py)."""
     check_options(repo_id, what, revision, commit_message, dry_run, to)
     merge_dir = Path(merge_dir)
     manifest = read_manifest(merge_dir, "merge")
     check_verification(manifest)
     check_layout(merge_dir, manifest, what)
     verify_files(merge_dir, manifest)
-    eval_report, eval_bytes = read_eval_report(merge_dir)
+    public = (lambda document: document) if keep_local_paths else hide_in
+    eval_report = public(read_eval_report(merge_dir))
     token = hub_token()
-    card = redact(render_card(manifest, repo_id=repo_id, what=what, eval_report=eval_report,
+    card = redact(render_card(public(manifest), repo_id=repo_id, what=what, eval_report=eval_report,
                               license_info=base_license(merge_dir, manifest)), token)
-    manifest_bytes = redact((merge_dir / MANIFEST).read_bytes().decode("utf-8"), token).encode("utf-8")
-    files = plan_files(merge_dir, manifest, what, card.encode("utf-8"), manifest_bytes,
-                       redact(eval_bytes.decode("utf-8"), token).encode("utf-8") if eval_bytes is not None else None)
+    manifest_text = (merge_dir / MANIFEST).read_bytes().decode("utf-8") if keep_local_paths else json_text(public(manifest))
+    eval_text = json_text(without_examples(eval_report)) if eval_report is not None else None
+    files = plan_files(merge_dir, manifest, what, card.encode("utf-8"), redact(manifest_text, token).encode("utf-8"),
+                       redact(eval_text, token).encode("utf-8") if eval_text is not None else None)
     record = {
         "repo_id": repo_id, "what": what, "revision": revision or "main", "mode": "dry-run" if dry_run else "local" if to else "hub",
+        "local_paths": "kept" if keep_local_paths else "hidden",
         "merge_dir": str(merge_dir.resolve()), "verification": {"passed": True, "checked": manifest["verification"].get("checked")},
         "files": [f.describe() for f in files], "bytes": sum(f.size for f in files), "card": card,
     }
@@ -131,20 +139,28 @@ def check_layout(merge_dir: Path, manifest: dict, what: str) -> None:
                 )
 
 
-def read_eval_report(merge_dir: Path) -> tuple[dict | None, bytes | None]:
-    """The `sclora eval` report of this merge, if any, and the bytes to publish: the report without
-    its example generations (answers to harmful prompts do not belong in a public repository)."""
+def read_eval_report(merge_dir: Path) -> dict | None:
+    """The `sclora eval` report of this merge, if any."""
     path = merge_dir / EVAL_REPORT
     if not path.is_file():
-        return None, None
+        return None
     try:
         report_ = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON ({exc}); re-run `sclora eval` or remove the file.") from exc
     if not isinstance(report_, dict):
         raise InputError(f"{path} does not hold an eval report object; re-run `sclora eval` or remove the file.")
-    published = {key: value for key, value in report_.items() if key != "examples"}
-    return report_, (json.dumps(published, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return report_
+
+
+def without_examples(eval_report: dict) -> dict:
+    """The report to publish: no example generations (answers to harmful prompts do not belong in
+    a public repository)."""
+    return {key: value for key, value in eval_report.items() if key != "examples"}
+
+
+def json_text(document: dict) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 def base_license(merge_dir: Path, manifest: dict) -> dict:
