@@ -1,9 +1,12 @@
-"""python examples/safety_testbed/align.py [--out DIR] [--epochs 1] [--lr 1e-4]
+"""python examples/safety_testbed/align.py [--out DIR] [--epochs 3] [--lr 1e-4]
 
 Step 1 of the safety testbed: SmolLM2-135M-Instruct as shipped refuses almost no harmful request,
-so align it first with a FULL fine-tune on the bundled `safety` (harmful request -> refusal) and
-`benign` (instruction -> answer) training sets, then cache the result as a normal model directory.
-Held-out sets are never used here.
+so align it first with a FULL fine-tune on the bundled `safety` (harmful request -> refusal),
+`benign` (instruction -> answer) and `knowledge` (short factual QA) sets, then cache the result as
+a normal model directory. Held-out sets are never used here; the testbed does not report knowledge
+EM, since the knowledge set is part of this mix. One epoch at lr 1e-4 on safety + benign alone
+taught the model to refuse 32% of held-out benign prompts (43% at lr 5e-5): too little training
+learns "refuse" before it learns when.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -19,12 +23,19 @@ import torch
 from sclora_tools import data, models
 from sclora_tools.stages.train import Collator, tokenize_for_loss, with_loss_tokens
 
-DEFAULT_OUT = Path.home() / ".cache" / "sclora" / "testbed" / "smollm2-aligned"
+CACHE = Path.home() / ".cache" / "sclora" / "testbed"
+
+
+def default_out(epochs: float, lr: float) -> Path:
+    return CACHE / f"smollm2-aligned-lr{lr:g}-ep{epochs:g}"
+
+
+DATASETS = ("safety", "benign", "knowledge")
 
 
 def alignment_features(tokenizer, max_length: int, seed: int) -> list[dict]:
     features = []
-    for name in ("safety", "benign"):
+    for name in DATASETS:
         loaded = data.load_dataset_rows(name, None, seed)
         examples = [data.render(row, tokenizer, loaded.spec, i) for i, row in enumerate(loaded.rows)]
         features += [tokenize_for_loss(example, tokenizer, max_length) for example in examples]
@@ -36,6 +47,9 @@ def align(out: Path, epochs: float, lr: float, batch_size: int, max_length: int,
     from transformers import Trainer, TrainingArguments
 
     if (out / "alignment.json").is_file():
+        cached = json.loads((out / "alignment.json").read_text())
+        if (cached["epochs"], cached["lr"], cached["datasets"]) != (epochs, lr, list(DATASETS)):
+            sys.exit(f"{out} holds another alignment ({cached['epochs']} epochs, lr {cached['lr']}, {cached['datasets']}); pass another --out.")
         print(f"aligned model already cached at {out}")
         return out
     source = models.resolve_model("smollm2-135m-instruct")
@@ -54,7 +68,7 @@ def align(out: Path, epochs: float, lr: float, batch_size: int, max_length: int,
     for extra in ("generation_config.json",):
         if (source.path / extra).is_file():
             (staging / extra).write_bytes((source.path / extra).read_bytes())
-    record = {"base": "smollm2-135m-instruct", "gguf_sha256": source.revision, "datasets": ["safety", "benign"],
+    record = {"base": "smollm2-135m-instruct", "gguf_sha256": source.revision, "datasets": list(DATASETS),
               "samples": len(features), "epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length,
               "seed": seed, "seconds": round(time.time() - started, 1)}
     (staging / "alignment.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -64,14 +78,14 @@ def align(out: Path, epochs: float, lr: float, batch_size: int, max_length: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--out", type=Path, help="default: ~/.cache/sclora/testbed/smollm2-aligned-lr{LR}-ep{EPOCHS}")
+    parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(align(args.out, args.epochs, args.lr, args.batch_size, args.max_length, args.seed))
+    print(align(args.out or default_out(args.epochs, args.lr), args.epochs, args.lr, args.batch_size, args.max_length, args.seed))
 
 
 if __name__ == "__main__":
