@@ -22,13 +22,18 @@ def outside(q: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return matrix - q @ (q.T @ matrix)
 
 
+def weight_update(b_init, a_init, b, a, scale: float) -> torch.Tensor:
+    """dW = s (B A - B_init A_init), in float64."""
+    return scale * (b.double() @ a.double() - b_init.double() @ a_init.double())
+
+
 def layer_drift(b_init, a_init, b, a, scale: float) -> dict[str, float]:
     """Squared norms of the weight update and of B's change, in total and outside S."""
     q = orthonormal_basis(b_init)
     b64, a64 = b.double(), a.double()
     delta_b = b64 - b_init.double()
     outside_b = outside(q, b64)  # (I - P_S) B_init = 0, so this is (I - P_S) delta_B
-    update = scale * (b64 @ a64 - b_init.double() @ a_init.double())
+    update = weight_update(b_init, a_init, b64, a64, scale)
     return {
         "update_sq": float(update.square().sum()),
         "update_outside_sq": float((scale * outside_b @ a64).square().sum()),
@@ -40,11 +45,7 @@ def layer_drift(b_init, a_init, b, a, scale: float) -> dict[str, float]:
 def update_norm(pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]], scale: float) -> float:
     """Frobenius norm of the whole weight update, sqrt(sum over layers |s (B A - B_init A_init)|^2),
     for (b_init, a_init, b, a) per layer: the step size that equal learning rates do not equalise."""
-    total = 0.0
-    for b_init, a_init, b, a in pairs:
-        update = scale * (b.double() @ a.double() - b_init.double() @ a_init.double())
-        total += float(update.square().sum())
-    return total ** 0.5
+    return sum(float(weight_update(*pair, scale).square().sum()) for pair in pairs) ** 0.5
 
 
 def drift_summary(layers: list[dict[str, float]]) -> dict[str, float]:

@@ -74,11 +74,11 @@ def push(
     check_layout(merge_dir, manifest, what)
     verify_files(merge_dir, manifest)
     public = (lambda document: document) if keep_local_paths else hide_in
-    eval_report = public(read_eval_report(merge_dir))
+    eval_report, public_manifest = public(read_eval_report(merge_dir)), public(manifest)
     token = hub_token()
-    card = redact(render_card(public(manifest), repo_id=repo_id, what=what, eval_report=eval_report,
+    card = redact(render_card(public_manifest, repo_id=repo_id, what=what, eval_report=eval_report,
                               license_info=base_license(merge_dir, manifest)), token)
-    manifest_text = (merge_dir / MANIFEST).read_bytes().decode("utf-8") if keep_local_paths else json_text(public(manifest))
+    manifest_text = (merge_dir / MANIFEST).read_bytes().decode("utf-8") if keep_local_paths else json_text(public_manifest)
     eval_text = json_text(without_examples(eval_report)) if eval_report is not None else None
     files = plan_files(merge_dir, manifest, what, card.encode("utf-8"), redact(manifest_text, token).encode("utf-8"),
                        redact(eval_text, token).encode("utf-8") if eval_text is not None else None)
