@@ -24,7 +24,9 @@ class Factors:
 
 def sclora_factors(weight: torch.Tensor, subspace: Subspace) -> Factors:
     """B_init = Q_r, A_init = Q_r^T W0 (paper eqs. 6-7), so B A x = P_S(W0 x)."""
-    q = subspace.basis.to(torch.float64)
+    # A unit-norm column may hold an entry of 1 + 1 ulp after the eigensolver's rounding; the
+    # exact-rebuild grid needs |B| <= 1, so clamp (a change of at most one ulp).
+    q = subspace.basis.to(torch.float64).clamp(-1.0, 1.0)
     return Factors(b=q, a=q.T @ weight.to(torch.float64))
 
 
