@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .. import data, models, ui
 from ..collect import Collector, Site, plan_sites
@@ -15,6 +14,7 @@ from ..core.covariance import NORMALIZATIONS, normalize
 from ..errors import InputError, NumericalError, UsageError
 from ..io.atomic import staged_directory
 from ..io.checkpoint import CheckpointReader
+from ..io.covariances import write_covariances
 from ..io.manifest import new_manifest, write_manifest
 
 ROLES = ("pos", "neg")
@@ -62,7 +62,7 @@ def calibrate(
         records.append(data.texts_record(loaded, examples, tokens, "+" if role == "pos" else "-"))
     with staged_directory(Path(output_dir), "calibration") as staging:
         for role in ROLES:
-            save_file(covariances[role], str(staging / f"{role}.safetensors"), metadata={"format": "pt"})
+            write_covariances(staging, role, covariances[role])
         manifest = new_manifest(
             "calibration",
             model={**source.describe(), "weight_files": models.weight_file_hashes(source.path),

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from .. import models, ui
 from ..core import methods
@@ -18,6 +17,7 @@ from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
 from ..io.corrections import FILE as CORRECTIONS, write_corrections
+from ..io.covariances import open_covariances
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
 from ..io.hashing import sha256_tensor
 from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
@@ -136,7 +136,7 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
     memory.return_large_blocks_to_the_os()
     writer = ShardedWriter(out_dir, shard_bytes)
     layers, source_hashes = {}, {}
-    with safe_open(calibration_dir / "pos.safetensors", "pt") as pos, safe_open(calibration_dir / "neg.safetensors", "pt") as neg, \
+    with open_covariances(calibration_dir, "pos") as pos, open_covariances(calibration_dir, "neg") as neg, \
             ui.progress_bar(progress) as bar:
         task = bar.add_task("init", total=len(reader.names), rate="")
         for name in reader.names:
@@ -157,8 +157,8 @@ def init_target(target, weight, site, pos, neg, settings, index) -> LayerInit:
     if not bool(torch.isfinite(weight).all()):
         raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
     needs_cov = settings.method in methods.SUBSPACE_METHODS
-    cov_pos = pos.get_tensor(site["key"]) if needs_cov else None
-    cov_neg = neg.get_tensor(site["key"]) if needs_cov else None
+    cov_pos = pos.get(site["key"]) if needs_cov else None
+    cov_neg = neg.get(site["key"]) if needs_cov else None
     layer = initialize_layer(weight, cov_pos, cov_neg, site["side"], settings, index)
     if not bool(torch.isfinite(layer.w_res).all()):
         raise NumericalError(f"W_res of {target} holds NaN or Inf; check the calibration covariances.")
