@@ -49,6 +49,7 @@ def calibrate(
     seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
     normalize: Annotated[str, typer.Option(help="token: mean over real tokens; sample: sum over tokens / samples (the paper's).")] = "token",
     accumulate_dtype: Annotated[str, typer.Option(help="Covariance accumulator: float64 (default) or float32 (half the memory).")] = "float64",
+    for_methods: Annotated[Optional[str], typer.Option("--for", help="Also store what these init methods need (comma-separated, or all): corda-ipa, corda-kpa and lora-null need every target's input-side covariance (a larger calibration). Default: sclora's.")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -59,7 +60,8 @@ def calibrate(
         warnings.simplefilter("ignore", FutureWarning)
         manifest = run(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
                        targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
-                       accumulate_dtype=accumulate_dtype, trust_remote_code=trust_remote_code, progress=not as_json)
+                       accumulate_dtype=accumulate_dtype, for_methods=for_methods, trust_remote_code=trust_remote_code,
+                       progress=not as_json)
     emit(manifest, as_json)
 
 
@@ -71,7 +73,7 @@ def init(
     beta: Annotated[float, typer.Option(help="0 favours the new task, 1 favours preservation; dCov = (1-beta) Cov+ - beta Cov-.")] = 0.5,
     rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 128,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (scale = alpha / rank); default: rank.")] = None,
-    method: Annotated[str, typer.Option(help="sclora (subspace-constrained) or lora (Kaiming A, zero B).")] = "sclora",
+    method: Annotated[str, typer.Option(help="sclora (default), lora, pissa, milora, olora, corda-ipa, corda-kpa or lora-null; corda-* and lora-null need a calibration made with --for.")] = "sclora",
     model: Annotated[Optional[Path], typer.Option(help="Use this local copy of the calibrated model instead of the recorded location.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for random inits (lora).")] = 0,
     shard_size: Annotated[str, typer.Option(help="Largest residual shard, e.g. 5GB or 500MB.")] = "5GB",
