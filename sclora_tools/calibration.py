@@ -60,7 +60,7 @@ def check_serves(calibration: dict, method: str) -> None:
         return
     lacking = sorted(set(subspace_sites(calibration)) - set(input_sites(calibration)))
     if lacking:
-        more = f" and {len(lacking) - 1} more layers" if len(lacking) > 1 else ""
+        more = f" and {len(lacking) - 1} more layer{'s' if len(lacking) > 2 else ''}" if len(lacking) > 1 else ""
         raise InputError(
             f"--method {method} needs the input-side covariance of every target, which this calibration lacks for "
             f"{lacking[0]}{more}; re-run `sclora calibrate` with `--for {method}` (or `--for all`)."
