@@ -90,6 +90,36 @@ def init(
 
 @app.command()
 @handled
+def sweep(
+    calibration: Annotated[Path, typer.Argument(help="Output directory of `sclora calibrate`.")],
+    betas: Annotated[str, typer.Option(help="Comma-separated betas in [0, 1].")] = "0,0.25,0.5,0.75,0.9,0.95,0.99,1",
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 128,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write table.csv, frontier.png, layers.png (and --init folders) here.")] = None,
+    write_init: Annotated[bool, typer.Option("--init", help="Also write an init folder (beta-B/) per beta, as `sclora init` would.")] = False,
+    alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha for --init (scale = alpha / rank); default: rank.")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Use this local copy of the calibrated model instead of the recorded location.")] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG figures (they need matplotlib).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Predict the SC-LoRA trade-off for many betas, no training: Cov+ and Cov- energy in each subspace."""
+    from sclora_tools.stages.sweep import sweep as run
+
+    manifest = run(calibration, output, betas=parse_betas(betas), rank=rank, write_init=write_init, alpha=alpha, model=model,
+                   plots_enabled=not no_plots, progress=not as_json)
+    emit(manifest, as_json)
+
+
+def parse_betas(text: str) -> list[float]:
+    from sclora_tools.errors import UsageError
+
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--betas must be comma-separated numbers like 0,0.5,0.9, got {text!r}.") from None
+
+
+@app.command()
+@handled
 def train(
     run_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora init`.")],
     output: Output,

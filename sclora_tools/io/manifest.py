@@ -15,8 +15,8 @@ from .atomic import MANIFEST, write_json
 from .hashing import sha256_file
 
 SCHEMA_VERSION = 1
-KINDS = ("calibration", "init", "train", "merge")
-MADE_BY = {"calibration": "calibrate", "init": "init", "train": "train", "merge": "merge"}
+KINDS = ("calibration", "init", "train", "merge", "sweep")
+MADE_BY = {"calibration": "calibrate", "init": "init", "train": "train", "merge": "merge", "sweep": "sweep"}
 
 
 def command_line() -> str:
