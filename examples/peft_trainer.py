@@ -2,6 +2,7 @@
 import json
 import sys
 from importlib.resources import files
+from pathlib import Path
 
 from datasets import load_dataset
 from peft import LoraConfig, get_peft_model
@@ -10,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLan
 from sclora_tools import preprocess_sclora
 
 calibration = sys.argv[1]
-base = json.load(open(f"{calibration}/manifest.json"))["model"]["path"]  # the calibrated model's directory
+base = json.loads(Path(calibration, "manifest.json").read_text())["model"]["path"]  # the calibrated model's directory
 tokenizer = AutoTokenizer.from_pretrained(base)
 tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
 model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=16, lora_alpha=16, target_modules="all-linear"))

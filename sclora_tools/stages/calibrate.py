@@ -77,7 +77,7 @@ def calibrate(
             config={"targets": target_names, "sites": [site_record(s) for s in sites], "samples": samples,
                     "max_length": max_length, "batch_size": batch_size, "dtype": str(next(net.parameters()).dtype).replace("torch.", ""),
                     "device": str(run_device), "seed": seed, "normalization": normalization, "accumulate_dtype": accumulate_dtype,
-                    "for": serves},
+                    "for_methods": serves},
             datasets=records,
             summary={"seconds": round(time.time() - started, 2), "tokens": sum(r["tokens"] for r in records)},
         )
@@ -157,7 +157,7 @@ def report(manifest: dict, output_dir: Path) -> None:
     rows = [("output", str(output_dir)), ("model", manifest["model"]["id"]),
             ("targets", f"{len(manifest['config']['targets'])} layers, {len(manifest['config']['sites'])} covariance sites")]
     rows += [(f"data {d['role']}", f"{d['name']}: {d['samples']} samples, {d['tokens']:,} tokens") for d in manifest["datasets"]]
-    rows.append(("serves --method", ", ".join(manifest["config"]["for"])))
+    rows.append(("serves --method", ", ".join(manifest["config"]["for_methods"])))
     rows.append(("time", f"{manifest['summary']['seconds']} s"))
     ui.show(ui.summary_table("sclora calibrate", rows))
 

@@ -18,9 +18,10 @@ from ..errors import NumericalError, UsageError
 from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
-from ..io.corrections import FILE as CORRECTIONS, write_corrections
-from ..io.covariances import open_covariances
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
+from ..io.corrections import FILE as CORRECTIONS
+from ..io.corrections import write_corrections
+from ..io.covariances import open_covariances
 from ..io.hashing import sha256_tensor
 from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
 

@@ -171,7 +171,7 @@ def test_corda_definition_w0_c_decomposition():
     factors = methods.corda_factors(w, cov, rank, 1.0)
     assert np.allclose(factors.b.numpy() @ factors.a.numpy(), w.double().numpy(), atol=1e-10)  # all components: W0
     damped = cov.numpy() + np.eye(d_in) * np.mean(np.diag(cov.numpy())) * factors.details["damping"]
-    u, s, _ = np.linalg.svd(w.double().numpy() @ damped, full_matrices=False)
+    u, _, _ = np.linalg.svd(w.double().numpy() @ damped, full_matrices=False)
     assert np.allclose(projector(factors.b.numpy()[:, :4]), u[:, :4] @ u[:, :4].T, atol=1e-8)
 
 
@@ -198,7 +198,7 @@ def test_lora_null_adapter_annihilates_the_principal_subspace_of_the_neg_input_c
     target = w.double().numpy() @ null @ null.T  # W0 U U^T
     assert np.allclose(scale * factors.b.numpy() @ a, target, atol=1e-12)
     # the reference implementation's recipe: top-r SVD of W0 U U^T, sqrt(S) to each factor
-    u, s, vt = np.linalg.svd(target)
+    u, s, _ = np.linalg.svd(target)
     assert np.allclose(np.linalg.norm(factors.b.numpy(), axis=0) ** 2, s[:rank] / scale, rtol=1e-9)
     assert np.allclose(projector(factors.b.numpy()), u[:, :rank] @ u[:, :rank].T, atol=1e-9)
     details = factors.details

@@ -21,7 +21,7 @@ def test_the_trainer_example_runs_and_its_adapter_loads_on_the_original_model(ti
     assert EXAMPLE.read_text().startswith("# sclora calibrate ") and len(EXAMPLE.read_text().splitlines()) <= 30
     calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "calib", samples=40, max_length=48, progress=False)
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    done = subprocess.run([sys.executable, str(EXAMPLE), "calib"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, str(EXAMPLE), "calib"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     ids, mask = sample_ids
     original = AutoModelForCausalLM.from_pretrained(tiny_fp32, dtype=torch.float32)

@@ -133,7 +133,7 @@ def test_from_data_loaders_the_subspace_is_the_top_eigenvectors_of_dcov(tiny_fp3
     for role, loader in (("pos", pos), ("neg", neg)):
         outputs = {name: [] for name in names}
         modules = dict(reference.named_modules())
-        handles = [modules[name].register_forward_hook(lambda m, a, out, name=name: outputs[name].append(out.detach())) for name in names]
+        handles = [modules[name].register_forward_hook(lambda m, a, out, bucket=outputs[name]: bucket.append(out.detach())) for name in names]
         masks = []
         with torch.no_grad():
             for batch in loader:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
+from sclora_tools.cli.app import app
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from sclora_tools import calibrate, init, merge
-from sclora_tools.cli.app import app
 from sclora_tools.core import exact
 from sclora_tools.core.methods import METHODS
 from sclora_tools.errors import InputError, UsageError
@@ -81,7 +81,7 @@ def test_data_driven_methods_change_the_residual_and_lora_does_not(calibrations,
 def test_one_calibration_with_for_all_stores_every_input_and_keeps_sclora_unchanged(calibrations, default_calibration, tmp_path):
     full = json.loads((calibrations["fp32"][0] / "manifest.json").read_text())
     default = json.loads((default_calibration / "manifest.json").read_text())
-    assert full["config"]["for"] == sorted(METHODS) and default["config"]["for"] == ["sclora"]
+    assert full["config"]["for_methods"] == sorted(METHODS) and default["config"]["for_methods"] == ["sclora"]
     full_keys = {site["key"] for site in full["config"]["sites"]}
     default_keys = {site["key"] for site in default["config"]["sites"]}
     assert default_keys < full_keys
@@ -131,7 +131,7 @@ def test_lora_null_down_projection_is_orthogonal_to_the_neg_principal_subspace(c
     module = "model.layers.0.mlp.down_proj"
     with open_covariances(calibration, "neg") as neg:
         cov = neg.get(f"{module}:input")
-    values, vectors = torch.linalg.eigh(cov)
+    _, vectors = torch.linalg.eigh(cov)
     a = pairs[module].a.double()
     principal = vectors[:, RANK:]
     assert (a @ principal).abs().max() <= 1e-5 * a.abs().max()  # float32 storage of A: 1e-5 relative
@@ -150,7 +150,7 @@ def test_cli_init_method_and_calibrate_for(tiny_fp32, data_files, default_calibr
     result = runner.invoke(app, ["calibrate", str(tiny_fp32), "--pos", str(data_files["pos"]), "--neg", str(data_files["neg"]),
                                  "-o", str(tmp_path / "calib"), "--samples", "20", "--for", "corda-kpa,lora-null", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["config"]["for"] == ["corda-kpa", "lora-null", "sclora"]
+    assert json.loads(result.stdout)["config"]["for_methods"] == ["corda-kpa", "lora-null", "sclora"]
     result = runner.invoke(app, ["init", str(tmp_path / "calib"), "-o", str(tmp_path / "run"), "--method", "corda-kpa", "--rank", "4", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["config"]["method_settings"]["reads"] == ["input-side Cov-"]

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import builtins
 import csv
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from sclora_tools.cli.app import app
 from typer.testing import CliRunner
 
 from sclora_tools import calibrate, init, sweep
-from sclora_tools.cli.app import app
 from sclora_tools.errors import UsageError
 from sclora_tools.io.adapter import read_adapter
 
@@ -37,7 +38,7 @@ def swept(calibration, tmp_path_factory) -> tuple[dict, Path]:
 
 
 def non_increasing(values: list[float], tolerance: float = 1e-9) -> bool:
-    return all(later <= earlier + tolerance for earlier, later in zip(values, values[1:]))
+    return all(later <= earlier + tolerance for earlier, later in itertools.pairwise(values))
 
 
 def assert_theorem_1(manifest: dict) -> None:
