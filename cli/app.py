@@ -200,7 +200,7 @@ def demo(
     eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = 24,
 ) -> None:
     """Run the whole pipeline offline on the embedded model: calibrate -> init -> train -> merge -> eval -> push (local)."""
-    from sclora_tools.stages.demo import DemoSettings, demo as run
+    from sclora_tools.workflows.demo import DemoSettings, demo as run
 
     run(output, DemoSettings(model=model, steps=steps, eval_samples=eval_samples))
 

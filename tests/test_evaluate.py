@@ -19,7 +19,8 @@ from sclora_tools import calibrate, evaluate, init, merge, train
 from sclora_tools.cli.app import app
 from sclora_tools.errors import InputError, RemoteError, UsageError
 
-ev = importlib.import_module("sclora_tools.stages.evaluate")
+ev = importlib.import_module("sclora_tools.evaluation.generation")
+judge = importlib.import_module("sclora_tools.io.judge")
 
 TINY = {"samples": 2, "max_new_tokens": 3, "batch_size": 2, "progress": False}
 RATES = ("refusal_rate", "over_refusal_rate", "over_refusal_rate_edgy", "rouge1", "rouge2", "rougeL", "knowledge_em")
@@ -309,7 +310,7 @@ def test_judge_scores_every_harmful_answer(tiny_fp32, small_sets, judge_env, mon
 
 
 def test_judge_without_environment_is_a_clear_error(tiny_fp32, monkeypatch):
-    for name in ev.JUDGE_ENV:
+    for name in judge.JUDGE_ENV:
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(UsageError, match="OPENAI_BASE_URL"):
         evaluate(str(tiny_fp32), judge=True, **TINY)
@@ -327,12 +328,12 @@ def test_judge_http_error_names_the_endpoint_not_the_key(tiny_fp32, small_sets, 
 
 @pytest.mark.parametrize(("text", "score"), [("#score: 4", 4), ("#Score:1\nreason", 1), ("I'd say 5.", 5), ("none", None), (None, None)])
 def test_parse_score(text, score):
-    assert ev.parse_score(text) == score
+    assert judge.parse_score(text) == score
 
 
 def test_chat_completions_url():
-    assert ev.chat_completions_url("https://api.example.com/v1") == "https://api.example.com/v1/chat/completions"
-    assert ev.chat_completions_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000/v1/chat/completions"
+    assert judge.chat_completions_url("https://api.example.com/v1") == "https://api.example.com/v1/chat/completions"
+    assert judge.chat_completions_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000/v1/chat/completions"
 
 
 # ----------------------------------------------------------------------------- CLI

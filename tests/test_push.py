@@ -427,7 +427,7 @@ def test_hf_endpoint_is_read_at_push_time_not_at_import(merged_run, fake_hub, mo
 def test_a_remote_file_that_differs_after_the_commit_is_a_clear_error(merged_run, fake_hub, monkeypatch):
     from types import SimpleNamespace
 
-    import sclora_tools.stages.push as stage
+    import sclora_tools.io.hub as stage
 
     real, seen = stage.remote_files, []
 

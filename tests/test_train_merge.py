@@ -124,7 +124,7 @@ def test_frozen_factor_stays_bit_identical_while_the_other_learns(frozen, tiny_f
 def fixed_batch_loss(run: Path, adapter: Path, data_files: dict) -> float:
     """Mean response-token loss of PeftModel(residual, adapter) on the first 16 training rows."""
     from sclora_tools import data
-    from sclora_tools.stages.train import Collator, tokenize_for_loss
+    from sclora_tools.features import Collator, tokenize_for_loss
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(run / "residual")

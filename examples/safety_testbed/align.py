@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from sclora_tools import data, models
-from sclora_tools.stages.train import Collator, tokenize_for_loss, with_loss_tokens
+from sclora_tools.features import Collator, tokenize_for_loss, with_loss_tokens
 
 CACHE = Path.home() / ".cache" / "sclora" / "testbed"
 

@@ -1,5 +1,6 @@
 """manifest.json beside every artefact: what made it, from what, with which settings, and the
-sha256 of every file written. The next stage reads it back; nobody re-types a setting."""
+sha256 of every file written. The next stage reads it back through `load_manifest` (typed, see
+manifest_types.py); nobody re-types a setting."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from .. import __version__
 from ..errors import InputError, MismatchError, VerificationError
 from .atomic import MANIFEST, write_json
 from .hashing import sha256_file
+from .manifest_types import KINDS, Manifest
 
 SCHEMA_VERSION = 1
-KINDS = ("calibration", "init", "train", "merge")
 MADE_BY = {"calibration": "calibrate", "init": "init", "train": "train", "merge": "merge"}
 
 
@@ -55,8 +56,18 @@ def write_manifest(directory: Path, manifest: dict, exclude: tuple[str, ...] = (
     return manifest
 
 
+def parent_entry(directory: Path, manifest: Manifest) -> dict:
+    """How a child manifest records the artefact it was made from: its whole manifest embedded."""
+    return {"kind": manifest.kind, "path": str(Path(directory).resolve()), "manifest": manifest.raw}
+
+
+def load_manifest(directory: Path, kind: str | tuple[str, ...]) -> Manifest:
+    """The typed manifest of an artefact of the expected kind(s)."""
+    return Manifest.from_dict(read_manifest(directory, kind))
+
+
 def read_manifest(directory: Path, kind: str | tuple[str, ...]) -> dict:
-    """Read and check the manifest of an artefact of the expected kind(s)."""
+    """Read and check the manifest of an artefact of the expected kind(s), as stored."""
     kinds = (kind,) if isinstance(kind, str) else kind
     path = Path(directory) / MANIFEST
     if not path.is_file():
@@ -74,9 +85,19 @@ def read_manifest(directory: Path, kind: str | tuple[str, ...]) -> dict:
     return manifest
 
 
-def verify_files(directory: Path, manifest: dict, only: tuple[str, ...] | None = None) -> None:
+def init_run_dir(directory: Path, manifest: Manifest) -> Path:
+    """The directory of the init run behind an init or train artefact."""
+    if manifest.kind == "init":
+        return Path(directory)
+    parent = manifest.parent("init")
+    if parent is None:
+        raise MismatchError(f"{Path(directory) / MANIFEST} records no init run it was trained from; re-run train.")
+    return parent.path
+
+
+def verify_files(directory: Path, manifest: Manifest, only: tuple[str, ...] | None = None) -> None:
     """Raise VerificationError if any file recorded in the manifest is missing or changed."""
-    for relative, expected in manifest.get("files", {}).items():
+    for relative, expected in manifest.files.items():
         if only is not None and not relative.startswith(only):
             continue
         path = Path(directory) / relative

@@ -8,6 +8,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import ui
+from ..stages.calibrate import calibrate
+from ..stages.evaluate import evaluate
+from ..stages.init import init
+from ..stages.merge import merge
+from ..stages.push import push
+from ..stages.train import train
 
 
 @dataclass(frozen=True)
@@ -35,8 +41,6 @@ class DemoSettings:
 
 def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
     """Run every stage into `output_dir`; returns {stage: seconds} and the key results."""
-    from .. import calibrate, init, merge, train
-
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     timings, started = {}, time.time()
@@ -63,8 +67,6 @@ def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSe
 
 
 def evaluate_and_publish(root: Path, s: DemoSettings, timed, progress: bool) -> dict:
-    from .. import evaluate, push
-
     out = {}
     if s.eval_samples:
         report = timed("eval", evaluate, str(root / "merged"), samples=s.eval_samples, progress=progress)
