@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from .manifest_types import DatasetRecord, Manifest, Role, TrainSettings, VerificationRecord
+from .manifest import Manifest
+from .manifest_settings import TrainSettings
+from .manifest_types import DatasetRecord, Role, VerificationRecord
 
 PIPELINE_TAG = "text-generation"
 TAGS = ("sclora", "sc-lora", "lora", "safety")

@@ -15,8 +15,8 @@ from ..errors import InputError, NumericalError, UsageError
 from ..io.atomic import staged_directory
 from ..io.checkpoint import CheckpointReader
 from ..io.covariances import write_covariances
-from ..io.manifest import new_manifest, write_manifest
-from ..io.manifest_types import CALIBRATION_ROLES, Manifest
+from ..io.manifest import Manifest, new_manifest, write_manifest
+from ..io.manifest_types import CALIBRATION_ROLES
 
 ACCUMULATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -151,7 +151,7 @@ def report(manifest: Manifest, output_dir: Path) -> None:
     rows = [("output", str(output_dir)), ("model", manifest.model.id),
             ("targets", f"{len(config.targets)} layers, {len(config.sites)} covariance sites")]
     rows += [(f"data {d.role}", f"{d.name}: {d.samples} samples, {d.tokens:,} tokens") for d in manifest.datasets]
-    rows.append(("time", f"{manifest.summary['seconds']} s"))
+    rows.append(("time", f"{manifest.summary.seconds} s"))
     ui.show(ui.summary_table("sclora calibrate", rows))
 
 

@@ -15,12 +15,12 @@ from ..errors import InputError, MismatchError, NumericalError, UsageError
 from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
 from ..io.corrections import FILE as CORRECTIONS, write_corrections
 from ..io.covariances import open_covariances
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
 from ..io.hashing import sha256_tensor
-from ..io.manifest import load_manifest, new_manifest, parent_entry, verify_files, write_manifest
-from ..io.manifest_types import CALIBRATION_ROLES, Manifest, Role, SiteRecord
+from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
+from ..io.manifest_types import CALIBRATION_ROLES, Role, SiteRecord
 
 
 def init(
@@ -179,10 +179,10 @@ def report(manifest: Manifest, output_dir: Path) -> None:
     config, summary = manifest.config, manifest.summary
     rows = [("output", str(output_dir)), ("method", config.method),
             ("beta / rank / alpha", f"{config.beta} / {config.rank} / {config.alpha:g}"),
-            ("layers", str(summary["layers"]))]
-    if "energy_pos" in summary:
-        rows.append(("Cov+ energy in subspace", f"{summary['energy_pos']:.2%}"))
-        rows.append(("Cov- energy in subspace", f"{summary['energy_neg']:.2%}"))
-    rows.append(("exact-rebuild extra bytes", f"{summary['correction_bytes']:,} ({summary['correction_fraction']:.2%} of target weights)"))
-    rows.append(("time", f"{summary['seconds']} s"))
+            ("layers", str(summary.layers))]
+    if summary.energy_pos is not None:
+        rows.append(("Cov+ energy in subspace", f"{summary.energy_pos:.2%}"))
+        rows.append(("Cov- energy in subspace", f"{summary.energy_neg:.2%}"))
+    rows.append(("exact-rebuild extra bytes", f"{summary.correction_bytes:,} ({summary.correction_fraction:.2%} of target weights)"))
+    rows.append(("time", f"{summary.seconds} s"))
     ui.show(ui.summary_table("sclora init", rows))

@@ -20,8 +20,8 @@ from ..io.atomic import staged_directory
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
 from ..io.corrections import FILE as CORRECTIONS, read_correction
 from ..io.hashing import sha256_tensor
-from ..io.manifest import init_run_dir, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
-from ..io.manifest_types import Manifest, VerificationRecord
+from ..io.manifest import Manifest, init_run_dir, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
+from ..io.manifest_types import VerificationRecord
 
 
 def merge(
@@ -122,8 +122,8 @@ def verification_record(records: dict, init_manifest: Manifest) -> VerificationR
         passed=all(r["ok"] for r in records.values()),
         checked=len(records),
         scheme="fixed-point init factors (exact float64 product) + per-entry W_res choice + compressed step corrections",
-        correction_bytes=summary.get("correction_bytes"),
-        correction_fraction_of_target_weights=summary.get("correction_fraction"),
+        correction_bytes=summary.correction_bytes,
+        correction_fraction_of_target_weights=summary.correction_fraction,
         tensors=records,
     )
 
@@ -143,5 +143,5 @@ def report(manifest: Manifest, target: Path) -> None:
     rows = [("output", str(target)), ("wrote", output + ("" if output == "base" else " + lora")),
             ("W0 check", f"{'PASSED' if verification.passed else 'FAILED'}: {verification.checked} tensors bit-identical to the source"),
             ("exact-rebuild extra bytes", f"{verification.correction_bytes or 0:,} ({fraction:.2%} of target weights)"),
-            ("time", f"{manifest.summary['seconds']} s")]
+            ("time", f"{manifest.summary.seconds} s")]
     ui.show(ui.summary_table("sclora merge", rows))

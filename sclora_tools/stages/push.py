@@ -17,8 +17,7 @@ from ..io.card import WHATS, is_hub_id, render_card
 from ..io.hub import Planned, hub_token, upload
 from ..io.license import declared_license
 from ..io.local_paths import hide_in
-from ..io.manifest import load_manifest, verify_files
-from ..io.manifest_types import Manifest
+from ..io.manifest import Manifest, load_manifest, verify_files
 
 CARD = "README.md"
 PROVENANCE = "sclora_manifest.json"

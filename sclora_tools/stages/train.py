@@ -17,8 +17,9 @@ from ..errors import InputError, UsageError
 from ..features import Collator, tokenize_for_loss, with_loss_tokens
 from ..io.adapter import read_adapter
 from ..io.atomic import MANIFEST, staged_output, write_json
-from ..io.manifest import load_manifest, new_manifest, parent_entry, verify_files, write_manifest
-from ..io.manifest_types import Manifest, Role, TrainSettings
+from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
+from ..io.manifest_settings import TrainSettings
+from ..io.manifest_types import Role
 
 CHECKPOINTS = "checkpoints"
 DRIFT_EVERY = 10  # steps between measurements of the update outside the subspace
@@ -257,13 +258,13 @@ def training_summary(history: list[dict], seconds: float) -> dict:
 
 def report(manifest: Manifest, output_dir: Path) -> None:
     summary, settings = manifest.summary, manifest.config.train
-    loss = f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}" if summary["first_loss"] is not None else "n/a"
+    loss = f"{summary.first_loss:.4f} -> {summary.last_loss:.4f}" if summary.first_loss is not None else "n/a"
     rows = [("output", str(output_dir)), ("data", f"{settings.data} ({settings.samples} samples)"),
-            ("steps", str(summary["steps"])), ("loss", loss), ("adapter", settings.adapter_training())]
-    if summary.get("subspace"):
-        rows.append(("update outside S", f"{summary['subspace']['update_outside_fraction']:.2%} of the weight update"))
-        rows.append(("B change outside S", f"{summary['subspace']['b_change_outside_fraction']:.2%}"))
-    if summary.get("update_norm") is not None:
-        rows.append(("weight update", f"|dW|_F = {summary['update_norm']:.4g} over all adapted layers"))
-    rows.append(("time", f"{summary['seconds']} s"))
+            ("steps", str(summary.steps)), ("loss", loss), ("adapter", settings.adapter_training())]
+    if summary.subspace is not None:
+        rows.append(("update outside S", f"{summary.subspace.update_outside_fraction:.2%} of the weight update"))
+        rows.append(("B change outside S", f"{summary.subspace.b_change_outside_fraction:.2%}"))
+    if summary.update_norm is not None:
+        rows.append(("weight update", f"|dW|_F = {summary.update_norm:.4g} over all adapted layers"))
+    rows.append(("time", f"{summary.seconds} s"))
     ui.show(ui.summary_table("sclora train", rows))

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import ui
+from ..io.manifest import Manifest
 from ..stages.calibrate import calibrate
 from ..stages.evaluate import evaluate
 from ..stages.init import init
@@ -58,11 +59,12 @@ def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSe
     trained = timed("train", train, root / "run", root / "trained", max_steps=s.steps, lr=s.lr, batch_size=s.batch_size,
                     max_length=s.train_length, samples=s.steps * s.batch_size, progress=progress)
     merged = timed("merge", merge, root / "trained", root / "merged", progress=progress)
-    results = {"settings": asdict(s), "seconds": timings, "init": initialised["summary"], "train": trained["summary"],
-               "verification_passed": merged["verification"]["passed"]}
+    runs = {stage: Manifest.from_dict(manifest) for stage, manifest in (("init", initialised), ("train", trained), ("merge", merged))}
+    results = {"settings": asdict(s), "seconds": timings, "init": runs["init"].raw["summary"], "train": runs["train"].raw["summary"],
+               "verification_passed": runs["merge"].verification.passed}
     results.update(evaluate_and_publish(root, s, timed, progress))
     timings["total"] = round(time.time() - started, 1)
-    show_summary(results, root)
+    show_summary(results, runs, root)
     return results
 
 
@@ -76,12 +78,12 @@ def evaluate_and_publish(root: Path, s: DemoSettings, timed, progress: bool) -> 
     return out
 
 
-def show_summary(results: dict, root: Path) -> None:
+def show_summary(results: dict, runs: dict[str, Manifest], root: Path) -> None:
     rows = [(f"{stage} time", f"{seconds} s") for stage, seconds in results["seconds"].items()]
-    init_summary, train_summary = results["init"], results["train"]
-    rows.append(("Cov+ / Cov- energy in subspace", f"{init_summary.get('energy_pos', 0):.1%} / {init_summary.get('energy_neg', 0):.1%}"))
-    rows.append(("exact-rebuild extra bytes", f"{init_summary['correction_fraction']:.2%} of target weights"))
-    rows.append(("train loss", f"{train_summary['first_loss']:.3f} -> {train_summary['last_loss']:.3f}"))
+    init_summary, train_summary = runs["init"].summary, runs["train"].summary
+    rows.append(("Cov+ / Cov- energy in subspace", f"{init_summary.energy_pos or 0:.1%} / {init_summary.energy_neg or 0:.1%}"))
+    rows.append(("exact-rebuild extra bytes", f"{init_summary.correction_fraction:.2%} of target weights"))
+    rows.append(("train loss", f"{train_summary.first_loss:.3f} -> {train_summary.last_loss:.3f}"))
     rows.append(("W0 bit-exact check", "PASSED" if results["verification_passed"] else "FAILED"))
     for name, value in results.get("metrics", {}).items():
         if isinstance(value, (int, float)):
