@@ -13,6 +13,8 @@ from .manifest_types import Record, SiteRecord, as_tuple
 
 @dataclass(frozen=True)
 class CalibrationConfig(Record):
+    """How calibration ran: the target layers, the covariance sites that serve them, the sampling."""
+
     targets: tuple[str, ...] = ()
     sites: tuple[SiteRecord, ...] = ()
     samples: int | None = None

@@ -59,10 +59,10 @@ def train(
     loaded = data.load_dataset_rows(argument, samples, seed)
     examples = data.render_all(loaded, tokenizer)
     features = with_loss_tokens([tokenize_for_loss(e, tokenizer, max_length) for e in examples], max_length)
-    model = trainable_model(run_dir, freeze_a, freeze_b, bf16, gradient_checkpointing)
     settings = TrainSettings(data=argument, samples=len(features), epochs=epochs, max_steps=max_steps, lr=lr,
                              batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
                              freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16)
+    model = trainable_model(run_dir, settings)
     tracker = DriftTracker(run_dir, init_manifest)
     history = run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress, tracker)
     save_adapter(model, output_dir / "adapter")
@@ -106,17 +106,18 @@ def prepare_output(output_dir: Path, resume: bool) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
-def trainable_model(run_dir: Path, freeze_a: bool, freeze_b: bool, bf16: bool, gradient_checkpointing: bool):
+def trainable_model(run_dir: Path, settings: TrainSettings):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=torch.bfloat16 if bf16 else "auto")
-    if gradient_checkpointing:
+    dtype = torch.bfloat16 if settings.bf16 else "auto"
+    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=dtype)
+    if settings.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
     model = PeftModel.from_pretrained(base, run_dir / "adapter", is_trainable=True)
     for name, parameter in model.named_parameters():
-        if (freeze_a and "lora_A" in name) or (freeze_b and "lora_B" in name):
+        if (settings.freeze_a and "lora_A" in name) or (settings.freeze_b and "lora_B" in name):
             parameter.requires_grad_(False)
     return model
 
