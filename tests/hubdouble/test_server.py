@@ -1,4 +1,5 @@
-"""The FakeHubServer test double, exercised with the REAL huggingface_hub client (and transformers).
+"""The FakeHubServer test double, exercised with the REAL huggingface_hub client (and transformers):
+the parts of the Hub protocol that sclora's push and Hub model downloads rely on.
 
 Everything runs against http://127.0.0.1:<port>; no other address is contacted.
 """
@@ -9,16 +10,17 @@ import hashlib
 import json
 import os
 import struct
-
-import pytest
-
-from hub_fixtures import FAKE_HF_TOKEN, fake_hub, fake_hub_factory  # noqa: F401 - fixtures
+import subprocess
+import sys
 
 import huggingface_hub
+import pytest
+import torch
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
     HfApi,
+    constants,
     get_hf_file_metadata,
     hf_hub_download,
     hf_hub_url,
@@ -31,6 +33,9 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile, RepoFolder
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from tests.hubdouble import FAKE_HF_TOKEN
 
 REPO = "fake-org/tiny-model"
 BIG_SIZE = 11 * 1024 * 1024  # > 10 MB => LFS by size, whatever the extension
@@ -71,8 +76,6 @@ def _upload(api: HfApi, repo_id: str, files: dict[str, bytes], message: str = "U
 
 
 def test_fixture_points_client_at_fake_hub(fake_hub):
-    from huggingface_hub import constants
-
     assert fake_hub.url.startswith("http://127.0.0.1:")
     assert os.environ["HF_ENDPOINT"] == fake_hub.url
     assert constants.ENDPOINT == fake_hub.url
@@ -83,10 +86,8 @@ def test_fixture_points_client_at_fake_hub(fake_hub):
     assert huggingface_hub.get_token() == FAKE_HF_TOKEN == fake_hub.token
 
 
-def test_create_repo_whoami_and_info(fake_hub):
+def test_create_repo_and_info(fake_hub):
     api = HfApi()
-    assert api.whoami()["name"] == fake_hub.user
-
     url = huggingface_hub.create_repo(REPO)  # module-level function: uses the patched `api` instance
     assert url.repo_id == REPO
     assert url.endpoint == fake_hub.url
@@ -108,7 +109,6 @@ def test_create_repo_whoami_and_info(fake_hub):
 
     # Repo without namespace goes to the token's user.
     assert api.create_repo("solo").repo_id == f"{fake_hub.user}/solo"
-    assert api.list_repo_refs(REPO).branches[0].name == "main"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -154,20 +154,11 @@ def test_single_commit_regular_and_lfs_files(fake_hub, big_weights, tmp_path):
         b"blob %d\0" % len(files["config.json"]) + files["config.json"]
     ).hexdigest()
 
-    # model_info: siblings (+ sizes and lfs info with files_metadata=True, like the Hub's ?blobs=true)
+    # model_info: siblings
     info_plain = api.model_info(REPO)
     assert info_plain.sha == info.oid
     assert {s.rfilename for s in info_plain.siblings} == set(tree)
-    info_full = api.model_info(REPO, files_metadata=True)
-    siblings = {s.rfilename: s for s in info_full.siblings}
-    assert siblings["model.safetensors"].size == BIG_SIZE
-    assert siblings["model.safetensors"].lfs.sha256 == lfs.sha256
-    assert siblings["config.json"].lfs is None
     assert api.model_info(REPO, revision=info.oid).sha == info.oid
-
-    # paths-info
-    got = api.get_paths_info(REPO, ["config.json", "model.safetensors", "missing.txt"])
-    assert sorted(p.path for p in got) == ["config.json", "model.safetensors"]
 
     # HEAD metadata the download path relies on
     meta = get_hf_file_metadata(hf_hub_url(REPO, "model.safetensors"))
@@ -215,21 +206,10 @@ def test_nested_folders_tree_and_upload_folder(fake_hub, tmp_path):
     assert {"adapter", "adapter/sub", "adapter/sub/notes.txt", "top.txt"} <= everything
     with pytest.raises(EntryNotFoundError):
         list(api.list_repo_tree(REPO, path_in_repo="nope"))
-    expanded = {e.path: e for e in api.list_repo_tree(REPO, expand=True)}
-    assert expanded["top.txt"].last_commit.oid == fake_hub.head(REPO)
 
     api.delete_file("top.txt", repo_id=REPO)
-    api.delete_folder("adapter/sub", repo_id=REPO)
-    assert set(fake_hub.files(REPO)) == {".gitattributes", "adapter/adapter_config.json"}
-    assert len(fake_hub.commits(REPO)) == 4
-
-
-def test_tree_pagination(fake_hub_factory):
-    hub = fake_hub_factory(tree_page_size=2)
-    hub.create_repo(REPO, files={f"f{i}.txt": b"x%d" % i for i in range(5)})
-    paths = HfApi().list_repo_files(REPO)
-    assert sorted(paths) == sorted([".gitattributes"] + [f"f{i}.txt" for i in range(5)])
-    assert len(hub.requests_to(r"/tree/")) == 3
+    assert set(fake_hub.files(REPO)) == {".gitattributes", "adapter/adapter_config.json", "adapter/sub/notes.txt"}
+    assert len(fake_hub.commits(REPO)) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,16 +249,6 @@ def test_commit_is_atomic_when_an_operation_is_invalid(fake_hub):
     assert set(fake_hub.files(REPO)) == {".gitattributes"} and len(fake_hub.commits(REPO)) == 1
 
 
-def test_injected_failure_on_any_route(fake_hub):
-    api = HfApi()
-    api.create_repo(REPO)
-    fake_hub.fail_request(r"/preupload/", status=403, message="nope")
-    with pytest.raises(HfHubHTTPError) as exc:
-        _upload(api, REPO, {"a.txt": b"a"})
-    assert exc.value.response.status_code == 403
-    assert len(fake_hub.commits(REPO)) == 1
-
-
 def test_not_found_errors_map_to_client_exceptions(fake_hub, tmp_path):
     api = HfApi()
     fake_hub.create_repo(REPO, files={"config.json": b"{}"})
@@ -298,7 +268,7 @@ def test_not_found_errors_map_to_client_exceptions(fake_hub, tmp_path):
 
 def test_non_loopback_network_is_blocked(fake_hub):
     # A client that would bypass the patches (explicit public endpoint) cannot reach the outside world.
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the client raises for an unreachable host
         HfApi(endpoint="https://huggingface.co").model_info("gpt2")
     assert fake_hub.blocked_hosts == ["huggingface.co"]
     fake_hub.blocked_hosts.clear()  # expected here; otherwise the fixture fails the test at teardown
@@ -322,7 +292,7 @@ def test_wrong_token_is_rejected(fake_hub):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Revisions: branches, parent commit, PRs, no-op commits
+# Revisions: branches, parent commit, no-op commits
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -337,21 +307,16 @@ def test_branches_and_revisions(fake_hub, tmp_path):
     assert fake_hub.files(REPO)["a.txt"] == b"main-a" and "b.txt" not in fake_hub.files(REPO)
     assert fake_hub.files(REPO, "dev")["a.txt"] == b"dev-a"
     assert sorted(api.list_repo_files(REPO, revision="dev")) == [".gitattributes", "a.txt", "b.txt"]
-    refs = api.list_repo_refs(REPO)
-    assert {b.name for b in refs.branches} == {"main", "dev"}
+    assert set(fake_hub.branches(REPO)) == {"main", "dev"}
     with open(hf_hub_download(REPO, "a.txt", revision="dev", cache_dir=tmp_path), "rb") as f:
         assert f.read() == b"dev-a"
-    api.create_tag(REPO, tag="v1", revision="dev")
-    assert api.model_info(REPO, revision="v1").sha == fake_hub.head(REPO, "dev")
-    titles = [c.title for c in api.list_repo_commits(REPO, revision="dev")]
-    assert titles == ["Upload model", "Upload model", "initial commit"]
 
     # Committing to a branch that does not exist fails like on the Hub.
     with pytest.raises(RevisionNotFoundError):
         _upload(api, REPO, {"c.txt": b"c"}, revision="nope")
 
 
-def test_parent_commit_and_pull_requests(fake_hub):
+def test_stale_parent_commit_is_refused(fake_hub):
     api = HfApi()
     api.create_repo(REPO)
     first = _upload(api, REPO, {"a.txt": b"1"})
@@ -359,11 +324,6 @@ def test_parent_commit_and_pull_requests(fake_hub):
     with pytest.raises(HfHubHTTPError) as exc:
         _upload(api, REPO, {"a.txt": b"3"}, parent_commit=first.oid)
     assert exc.value.response.status_code == 412
-    assert fake_hub.files(REPO)["a.txt"] == b"2"
-
-    pr = _upload(api, REPO, {"a.txt": b"pr"}, create_pr=True)
-    assert pr.pr_num == 1 and pr.pr_revision == "refs/pr/1"
-    assert fake_hub.files(REPO, "refs/pr/1")["a.txt"] == b"pr"
     assert fake_hub.files(REPO)["a.txt"] == b"2"
 
 
@@ -413,7 +373,7 @@ def test_leak_detector_sees_tokens_inside_committed_files(fake_hub):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Download variants: Range, CDN redirect; upload variant: multipart
+# Unicode paths, subprocesses
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -427,52 +387,8 @@ def test_unicode_paths(fake_hub, tmp_path):
     assert "données/été #1.txt" in api.list_repo_files(REPO)
 
 
-def test_range_requests(fake_hub):
-    from huggingface_hub.utils import get_session
-
-    fake_hub.create_repo(REPO, files={"data.txt": b"0123456789"})
-    url = hf_hub_url(REPO, "data.txt")
-    r = get_session().get(url, headers={"Range": "bytes=2-5"})
-    assert r.status_code == 206 and r.content == b"2345" and r.headers["Content-Range"] == "bytes 2-5/10"
-    r = get_session().get(url, headers={"Range": "bytes=7-"})
-    assert r.status_code == 206 and r.content == b"789"
-    r = get_session().get(url, headers={"Range": "bytes=-3"})
-    assert r.content == b"789"
-    r = get_session().get(url, headers={"Range": "bytes=20-"})
-    assert r.status_code == 416
-
-
-def test_lfs_download_through_cdn_redirect_drops_auth(fake_hub_factory, big_weights, tmp_path):
-    hub = fake_hub_factory(lfs_cdn_redirect=True)
-    api = HfApi()
-    api.create_repo(REPO)
-    _upload(api, REPO, _three_files(big_weights))
-    local = hf_hub_download(REPO, "model.safetensors", cache_dir=tmp_path)
-    with open(local, "rb") as f:
-        assert f.read() == big_weights
-    cdn_calls = hub.requests_to(r"^/__fakehub__/cdn/")
-    assert [r.method for r in cdn_calls] == ["GET"]
-    assert cdn_calls[0].host.startswith("localhost:")
-    assert cdn_calls[0].authorization is None  # the client does not forward the token off the Hub
-
-
-def test_multipart_lfs_upload(fake_hub_factory, big_weights):
-    hub = fake_hub_factory(multipart_chunk_size=4 * 1024 * 1024)
-    api = HfApi()
-    api.create_repo(REPO)
-    small_binary = b"\x00\x01binary" * 100
-    _upload(api, REPO, {"model.safetensors": big_weights, "optimizer.pt": small_binary})  # 2 LFS uploads in parallel
-    assert hub.files(REPO)["model.safetensors"] == big_weights
-    assert hub.files(REPO)["optimizer.pt"] == small_binary
-    assert len(hub.requests_to(r"/part/\d+$", method="PUT")) == 3
-    assert len(hub.requests_to(r"^/__fakehub__/lfs/[0-9a-f]{64}$", method="PUT")) == 1  # the small one
-
-
 def test_subprocess_sees_the_fake_hub_through_env_vars(fake_hub):
     # What a CLI test (`sclora push` run as a subprocess) relies on: the env vars alone are enough there.
-    import subprocess
-    import sys
-
     fake_hub.create_repo(REPO, files={"config.json": b"{}"})
     code = (
         "from huggingface_hub import HfApi, constants;"
@@ -489,9 +405,6 @@ def test_subprocess_sees_the_fake_hub_through_env_vars(fake_hub):
 
 
 def test_transformers_from_pretrained_roundtrip(fake_hub, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=128,
