@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sclora_tools import data, train
 from sclora_tools.errors import InputError, UsageError
 from sclora_tools.stages.train import Collator, tokenize_for_loss
+from tests.stages.conftest import TRAINED
 
 
 def test_training_reduces_loss_and_records_its_settings(fp32_trained, data_files):
@@ -79,14 +80,16 @@ def test_resume_continues_from_the_last_checkpoint(small_run, data_files, tmp_pa
     assert manifest["summary"]["steps"] == 6
 
 
-def test_drift_is_reported_and_zero_when_b_is_frozen(small_run, data_files, tmp_path):
+def test_drift_is_reported_and_zero_when_b_is_frozen(small_run, fp32_trained, data_files, tmp_path):
     run = small_run()
-    options = dict(data_argument=str(data_files["pos"]), max_steps=10, lr=5e-3, batch_size=4, max_length=96, progress=False)
+    options = dict(data_argument=str(data_files["pos"]), progress=False, **TRAINED)  # 10 steps, lr 5e-3, batch 4, length 96
     locked_summary = train(run, tmp_path / "locked", freeze_b=True, **options)["summary"]
-    free_summary = train(run, tmp_path / "free", **options)["summary"]
+    free_dir = fp32_trained.trained  # the same run trained with the same options, B free: built once, shared
+    assert fp32_trained.run == run
+    free_summary = json.loads((free_dir / "manifest.json").read_text())["summary"]
     locked, free = locked_summary["subspace"], free_summary["subspace"]
     assert locked_summary["update_norm"] > 0 and free_summary["update_norm"] > 0
     assert locked["update_outside_fraction"] < 1e-12 and locked["b_change_outside_fraction"] == 0.0
     assert free["update_outside_fraction"] > 1e-4 and free["b_change_outside_fraction"] > 0.5
-    log = json.loads((tmp_path / "free" / "loss_log.json").read_text())
+    log = json.loads((free_dir / "loss_log.json").read_text())
     assert log[-1]["update_outside_fraction"] == pytest.approx(free["update_outside_fraction"], rel=1e-6)
