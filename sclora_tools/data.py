@@ -94,7 +94,8 @@ def spec_from_hub_argument(argument: str, table: dict) -> DatasetSpec:
     if repo_id.count("/") != 1:
         names = ", ".join(sorted(table))
         raise InputError(
-            f"dataset {argument!r} is not a registry name ({names}), a local .jsonl/.json/.csv/.parquet file or a Hub id ORG/NAME; check the spelling."
+            f"dataset {argument!r} is not a registry name ({names}), a local .jsonl/.json/.csv/.parquet file "
+            "or a Hub id ORG/NAME; check the spelling."
         )
     return DatasetSpec(name=argument, kind="hub", source=repo_id, split=split or "train", revision=revision or None)
 

@@ -12,8 +12,11 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
+
+import torch
 
 from .io.atomic import staged_output
 from .io.hashing import sha256_file
@@ -126,7 +129,6 @@ def _is_complete(model_dir: Path, gguf_sha256: str) -> bool:
 
 def load_gguf(gguf_path: Path):
     """Model (dequantised, float32) and tokenizer straight from a GGUF file."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     directory, name = str(gguf_path.parent), gguf_path.name

@@ -38,7 +38,7 @@ def generate_set(runner: Runner, evalset: EvalSet, max_new_tokens: int) -> list[
     for start in range(0, len(order), runner.batch_size):
         batch = order[start:start + runner.batch_size]
         texts, tokens = generate_texts(runner, [prompts[i] for i in batch], evalset.examples[0].add_special_tokens, max_new_tokens)
-        for index, text in zip(batch, texts):
+        for index, text in zip(batch, texts, strict=True):
             generations[index] = text
         produced += tokens
         runner.bar.update(task, advance=len(batch), rate=ui.tokens_per_second(produced, started))

@@ -45,7 +45,7 @@ def score_safety(runner: Runner, evalset: EvalSet, max_new_tokens: int) -> Outco
 def score_benign(runner: Runner, evalset: EvalSet, max_new_tokens: int) -> Outcome:
     generations = generate_set(runner, evalset, max_new_tokens)
     metrics = {"over_refusal_rate": over_refusal_rate(generations)}
-    edgy = [g for g, row in zip(generations, evalset.loaded.rows) if row.get("category") == EDGY_CATEGORY]
+    edgy = [g for g, row in zip(generations, evalset.loaded.rows, strict=True) if row.get("category") == EDGY_CATEGORY]
     if edgy:
         metrics["over_refusal_rate_edgy"] = over_refusal_rate(edgy)
     metrics["benign_nll"] = reference_nll(runner, evalset)
@@ -60,7 +60,7 @@ def score_utility(runner: Runner, evalset: EvalSet, max_new_tokens: int) -> Outc
 
 def score_knowledge(runner: Runner, evalset: EvalSet, max_new_tokens: int) -> Outcome:
     generations = generate_set(runner, evalset, max_new_tokens)
-    matches = [exact_match(g, answers) for g, answers in zip(generations, answers_of(evalset))]
+    matches = [exact_match(g, answers) for g, answers in zip(generations, answers_of(evalset), strict=True)]
     return Outcome({"knowledge_em": share(matches)}, generations, examples(evalset, generations, match=matches))
 
 
@@ -74,7 +74,7 @@ def rouge_means(references: list[str], generations: list[str]) -> dict[str, floa
     except ImportError:
         raise InputError("ROUGE needs the rouge-score package; run `pip install rouge-score` or skip with --utility none.") from None
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    scores = [scorer.score(reference, generation) for reference, generation in zip(references, generations)]
+    scores = [scorer.score(reference, generation) for reference, generation in zip(references, generations, strict=True)]
     return {kind: sum(score[kind].fmeasure for score in scores) / len(scores) for kind in ROUGE_TYPES}
 
 
@@ -97,7 +97,7 @@ def add_judge_scores(config: JudgeConfig, evalset: EvalSet, outcome: Outcome, ba
     """The judge's harmfulness score of every answer to the harmful requests, and their mean."""
     task = bar.add_task("safety judge", total=len(outcome.generations), rate="")
     scores = []
-    for question, generation in zip(evalset.questions, outcome.generations):
+    for question, generation in zip(evalset.questions, outcome.generations, strict=True):
         scores.append(judge_one(config, question, generation))
         bar.update(task, advance=1, rate=f"mean {mean_score(scores) or 0:.2f}")
     unscored = sum(score is None for score in scores)
@@ -105,5 +105,5 @@ def add_judge_scores(config: JudgeConfig, evalset: EvalSet, outcome: Outcome, ba
         ui.warn(f"the judge gave no readable score for {unscored} of {len(scores)} answers; they are left out of the mean.")
     outcome.metrics["harmfulness"] = mean_score(scores)
     outcome.metrics["harmfulness_scored"] = len(scores) - unscored
-    for shown, score in zip(outcome.examples, scores):
+    for shown, score in zip(outcome.examples, scores, strict=False):  # the examples are the first few answers
         shown["harmfulness"] = score

@@ -25,7 +25,7 @@ def load_set(role: str, argument: str, tokenizer, samples: int | None, seed: int
     examples = data.render_all(loaded, tokenizer)
     if any(example.prompt is None for example in examples):
         raise InputError(f"rows of {argument} need prompt and response fields (or messages ending with the assistant) to be evaluated.")
-    questions, references = zip(*(question_and_reference(row, loaded.spec) for row in loaded.rows))
+    questions, references = zip(*(question_and_reference(row, loaded.spec) for row in loaded.rows), strict=True)
     return EvalSet(role, loaded, examples, list(questions), list(references))
 
 
@@ -40,4 +40,4 @@ def question_and_reference(row: dict, spec: data.DatasetSpec) -> tuple[str, str]
 
 def answers_of(evalset: EvalSet) -> list[list[str]]:
     """The reference answer and the row's `aliases` (kept in the raw rows, not in the templates)."""
-    return [[reference, *(row.get("aliases") or [])] for reference, row in zip(evalset.references, evalset.loaded.rows)]
+    return [[reference, *(row.get("aliases") or [])] for reference, row in zip(evalset.references, evalset.loaded.rows, strict=True)]

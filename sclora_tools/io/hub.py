@@ -19,7 +19,10 @@ from ..errors import RemoteError, UsageError
 
 # Files a push manages: a remote one of these that the new layout lacks is stale and deleted in the
 # same commit (an old shard or index beside new weights would break loading).
-MANAGED = re.compile(r"(^lora/)|(^[^/]+\.(safetensors|bin|pt|pth|gguf)$)|(^[^/]+\.index\.json$)|(^adapter_(config\.json|model\.[^/]+)$)|(^sclora_eval\.json$)")
+MANAGED = re.compile(
+    r"(^lora/)|(^[^/]+\.(safetensors|bin|pt|pth|gguf)$)|(^[^/]+\.index\.json$)"
+    r"|(^adapter_(config\.json|model\.[^/]+)$)|(^sclora_eval\.json$)"
+)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def calibrate(
     """Collect Cov+ and Cov- for every target layer; returns the written manifest."""
     check_options(samples, max_length, batch_size, normalization, accumulate_dtype)
     started = time.time()
-    datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(CALIBRATION_ROLES, (pos, neg))}
+    datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(CALIBRATION_ROLES, (pos, neg), strict=True)}
     source = models.resolve_model(model)
     reader = CheckpointReader(source.path)
     run_device = models.pick_device(device)

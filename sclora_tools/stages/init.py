@@ -16,7 +16,8 @@ from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
-from ..io.corrections import FILE as CORRECTIONS, write_corrections
+from ..io.corrections import FILE as CORRECTIONS
+from ..io.corrections import write_corrections
 from ..io.covariances import open_covariances
 from ..io.hashing import sha256_tensor
 from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest

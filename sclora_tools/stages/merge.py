@@ -18,7 +18,8 @@ from ..io import memory
 from ..io.adapter import LoraPair, read_adapter, write_adapter
 from ..io.atomic import staged_directory
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
-from ..io.corrections import FILE as CORRECTIONS, read_correction
+from ..io.corrections import FILE as CORRECTIONS
+from ..io.corrections import read_correction
 from ..io.hashing import sha256_tensor
 from ..io.manifest import Manifest, init_run_dir, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_types import VerificationRecord

@@ -198,7 +198,8 @@ def make_progress_callback():
                     entry["update_outside_fraction"] = self.tracker.measure(kwargs["model"])["update_outside_fraction"]
                 self.history.append(entry)
                 rate = ui.tokens_per_second(state.num_input_tokens_seen - self.tokens_at_start, self.started)
-                drift = next((f"  outside S {h['update_outside_fraction']:.1%}" for h in reversed(self.history) if "update_outside_fraction" in h), "")
+                measured = [h["update_outside_fraction"] for h in self.history if "update_outside_fraction" in h]
+                drift = f"  outside S {measured[-1]:.1%}" if measured else ""
                 self.bar.update(self.task, completed=state.global_step, rate=f"loss {logs['loss']:.4f}  {rate}{drift}")
 
         def on_train_end(self, args, state, control, **kwargs):

@@ -1,4 +1,4 @@
-"""`sclora eval` on tiny Llama models (structure, determinism, run directories, CLI), with controlled
+"""`sclora eval` on tiny Llama models (structure, determinism, run directories), with controlled
 generations (metric wiring), against a local judge server, and (slow) on the real SmolLM2."""
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
-from typer.testing import CliRunner
 
-from sclora_tools import calibrate, evaluate, init, merge, train
-from sclora_tools.cli.app import app
+from sclora_tools import evaluate, merge
 from sclora_tools.errors import InputError, RemoteError, UsageError
+from tests.chain import TinyChain
+from tests.tiny import write_jsonl
 
 ev = importlib.import_module("sclora_tools.evaluation.generation")
 judge = importlib.import_module("sclora_tools.io.judge")
@@ -190,16 +189,18 @@ def test_edgy_rate_covers_only_the_edgy_category(tiny_fp32, small_sets, monkeypa
 # ----------------------------------------------------------------------------- sclora runs
 
 
+EVAL_CALIBRATION = {"samples": 8, "max_length": 32, "batch_size": 4}
+EVAL_INIT = {"beta": 0.5, "rank": 4}
+
+
 @pytest.fixture(scope="module")
-def runs(tiny_fp32, data_files, tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval-runs")
-    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), root / "calib",
-              samples=8, max_length=32, batch_size=4, progress=False)
-    init(root / "calib", root / "run", beta=0.5, rank=4, progress=False)
-    merge(root / "run", root / "merged", progress=False)
-    train(root / "run", root / "trained", data_argument=str(data_files["pos"]), max_steps=2, lr=1e-3, batch_size=4,
-          max_length=64, progress=False)
-    return root
+def runs(tiny_chain):
+    """calib, an init run, its untrained merge, and 2 training steps from it. Evaluating a run writes
+    RUN/eval.json into it, so this module owns its chain (nobody else is handed these directories)."""
+    untrained = tiny_chain("fp32", calibrate=EVAL_CALIBRATION, init=EVAL_INIT, merge={}, owner="evaluate")
+    trained = tiny_chain("fp32", calibrate=EVAL_CALIBRATION, init=EVAL_INIT, owner="evaluate",
+                         train={"max_steps": 2, "lr": 1e-3, "batch_size": 4, "max_length": 64})
+    return TinyChain(model=untrained.model, calib=untrained.calib, run=untrained.run, trained=trained.trained, merged=untrained.merged)
 
 
 RUN_SETS = {"benign": None, "utility": None, "knowledge": None, "samples": 4, "max_new_tokens": 3, "progress": False}
@@ -207,28 +208,28 @@ RUN_SETS = {"benign": None, "utility": None, "knowledge": None, "samples": 4, "m
 
 def test_untouched_init_and_merge_runs_score_like_the_base_model(tiny_fp32, runs):
     base = evaluate(str(tiny_fp32), **RUN_SETS)
-    at_init = evaluate(str(runs / "run"), **RUN_SETS)
-    merged = evaluate(str(runs / "merged"), **RUN_SETS)
+    at_init = evaluate(str(runs.run), **RUN_SETS)
+    merged = evaluate(str(runs.merged), **RUN_SETS)
     assert at_init["model"]["kind"] == "init" and at_init["model"]["adapter"].endswith("adapter")
     assert merged["model"]["kind"] == "merge" and merged["model"]["model_dir"].endswith("merged")
     assert merged["model"]["base"]["id"].endswith(tiny_fp32.name)
     assert merged["metrics"] == base["metrics"]  # merged == W0 bit for bit before training
     assert math.isclose(at_init["metrics"]["refusal_nll"], base["metrics"]["refusal_nll"], rel_tol=1e-4)
-    assert json.loads((runs / "run" / "eval.json").read_text())["metrics"] == at_init["metrics"]
-    assert (runs / "merged" / "eval.json").is_file()
+    assert json.loads((runs.run / "eval.json").read_text())["metrics"] == at_init["metrics"]
+    assert (runs.merged / "eval.json").is_file()
 
 
 def test_train_run_loads_its_adapter_on_the_init_residual(runs):
-    result = evaluate(str(runs / "trained"), **RUN_SETS)
+    result = evaluate(str(runs.trained), **RUN_SETS)
     assert result["model"]["kind"] == "train"
-    assert result["model"]["model_dir"] == str(runs / "run" / "residual")
-    assert (runs / "trained" / "eval.json").is_file()
+    assert result["model"]["model_dir"] == str(runs.run / "residual")
+    assert (runs.trained / "eval.json").is_file()
     assert result["settings"]["adapter"].startswith("folded")
 
 
 def test_train_run_scores_like_its_merged_model(runs, tmp_path):
-    merge(runs / "trained", tmp_path / "merged", progress=False)
-    from_run = evaluate(str(runs / "trained"), **RUN_SETS)
+    merge(runs.trained, tmp_path / "merged", progress=False)
+    from_run = evaluate(str(runs.trained), **RUN_SETS)
     from_merge = evaluate(str(tmp_path / "merged"), **RUN_SETS)
     assert math.isclose(from_run["metrics"]["refusal_nll"], from_merge["metrics"]["refusal_nll"], rel_tol=1e-5)
     assert from_merge["settings"]["adapter"] is None
@@ -236,7 +237,7 @@ def test_train_run_scores_like_its_merged_model(runs, tmp_path):
 
 def test_calibration_directory_is_refused(runs):
     with pytest.raises(Exception, match="calibration"):
-        evaluate(str(runs / "calib"), **RUN_SETS)
+        evaluate(str(runs.calib), **RUN_SETS)
 
 
 # ----------------------------------------------------------------------------- LLM judge
@@ -334,32 +335,6 @@ def test_parse_score(text, score):
 def test_chat_completions_url():
     assert judge.chat_completions_url("https://api.example.com/v1") == "https://api.example.com/v1/chat/completions"
     assert judge.chat_completions_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000/v1/chat/completions"
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def test_cli_eval_json(tiny_fp32, tmp_path):
-    output = tmp_path / "out" / "eval.json"
-    result = CliRunner().invoke(app, ["eval", str(tiny_fp32), "--samples", "2", "--max-new-tokens", "2", "--utility", "none",
-                                      "--benign", "none", "-o", str(output), "--json"])
-    assert result.exit_code == 0, result.output
-    printed = json.loads(result.stdout)
-    assert printed == json.loads(output.read_text())
-    assert set(printed["metrics"]) == {"refusal_rate", "refusal_nll", "knowledge_em"}
-
-
-def test_cli_eval_bad_option_exits_2(tiny_fp32):
-    result = CliRunner().invoke(app, ["eval", str(tiny_fp32), "--samples", "0"])
-    assert result.exit_code == 2 and "--samples" in result.stderr and "Traceback" not in result.output
-
-
-def test_cli_eval_help_lists_options():
-    result = CliRunner().invoke(app, ["eval", "--help"])
-    assert result.exit_code == 0
-    for option in ("--safety", "--benign", "--utility", "--knowledge", "--samples", "--max-new-tokens", "--batch-size",
-                   "--output", "--judge", "--device", "--json"):
-        assert option in result.output, option
 
 
 # ----------------------------------------------------------------------------- the real model (slow)

@@ -1,5 +1,5 @@
-"""calibrate reads a model from the Hub by id@revision (through the Hub test double on 127.0.0.1)
-and records the resolved commit."""
+"""sclora_tools/models.py resolving a Hub id: calibrate reads a model from the Hub by id@revision (through
+the Hub test double on 127.0.0.1) and records the resolved commit."""
 
 from __future__ import annotations
 

@@ -1,92 +1,28 @@
-"""`sclora push` against the Hub test double (tests/hub_server.py, real huggingface_hub client):
-round trips that load back with the same logits, a card that says how the model was made, one
-commit or none, the token nowhere, clean failures, refusals, dry run and local folder."""
+"""`sclora push` against the Hub test double (tests/hubdouble/, real huggingface_hub client): round
+trips that load back with the same logits, one commit or none, the token nowhere, clean failures,
+refusals, dry run and local folder, and local paths hidden in what is published."""
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
+import huggingface_hub.constants as constants
 import pytest
 import torch
-from huggingface_hub import ModelCard, hf_hub_download
+from huggingface_hub import ModelCard, hf_api
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
-from typer.testing import CliRunner
 
-from sclora_tools import calibrate, init, merge, push, train
+import sclora_tools.io.hub as hub
+from sclora_tools import push
 from sclora_tools.cli.app import app
 from sclora_tools.errors import InputError, RemoteError, UsageError, VerificationError
-from sclora_tools.io.card import render_card
 from sclora_tools.io.local_paths import hide_in
-
-REPO = "fake-org/tiny-sclora"
-MERGED_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
-LORA_FILES = {"adapter_config.json", "adapter_model.safetensors"}
-NASTY = "evil\n---\nlicense: mit\nbase_model: attacker/model\n{{ config }} {% raw %} \"q\" 'a' | `x` ```\n- [a](javascript:b) <b>"
-
-
-# ----------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def merged_run(tiny_fp32, data_files, tmp_path_factory) -> Path:
-    """calibrate -> init (beta 0.9, r 4) -> train (2 steps) -> merge of tiny_fp32, built once."""
-    root = tmp_path_factory.mktemp("push-run")
-    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), root / "calib",
-              samples=8, max_length=24, batch_size=8, progress=False)
-    init(root / "calib", root / "run", beta=0.9, rank=4, progress=False)
-    train(root / "run", root / "trained", data_argument=str(data_files["pos"]), samples=8, max_steps=2, lr=5e-3, batch_size=4,
-          max_length=48, progress=False)
-    merge(root / "trained", root / "out", progress=False)
-    return root / "out"
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-def copy_run(merged_run: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "merge-copy"
-    shutil.copytree(merged_run, copy)
-    return copy
-
-
-def edit_manifest(run: Path, change) -> dict:
-    path = run / "manifest.json"
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest, indent=2))
-    return manifest
-
-
-def logits(model, ids, mask) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=ids, attention_mask=mask).logits.float()
-
-
-def hub_style(run: Path, tmp_path: Path) -> Path:
-    """The run as if its base came from the Hub (id + revision), one calibration set were a Hub
-    dataset, the base declared a license, and `sclora eval` had written its report."""
-    base_card = tmp_path / "base-with-card"
-    base_card.mkdir()
-    (base_card / "README.md").write_text("---\nlicense: mit\n---\n# base\n")
-
-    def change(manifest):
-        manifest["model"].update(id="fake-org/tiny-base", spec="fake-org/tiny-base", revision="c0ffee" * 6 + "c0ff",
-                                 path=str(base_card))
-        manifest["datasets"][0].update(kind="hub", name="fake-org/dialogs@v1:train", source="fake-org/dialogs", revision="v1")
-
-    edit_manifest(run, change)
-    report = {"model": {"spec": str(run)}, "metrics": {"refusal_rate": 0.875, "over_refusal_rate": 0.05, "rouge1": 0.41,
-                                                       "refusal_nll": 1.25, "judge_score": None},
-              "sets": {"safety": {"name": "safety-heldout"}, "utility": {"name": "dialogsum-heldout"}},
-              "examples": {"safety": [{"prompt": "how do i ...", "answer": "a harmful answer"}]}}
-    (run / "eval.json").write_text(json.dumps(report))
-    return run
+from tests.chain import fresh_copy
+from tests.publishing import LORA_FILES, MERGED_FILES, REPO, edit_manifest, hub_style
+from tests.tiny import logits
 
 
 def one_error_line(result) -> str:
@@ -95,9 +31,6 @@ def one_error_line(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     return lines[0]
-
-
-# ----------------------------------------------------------------------------- round trips
 
 
 def test_push_all_round_trips_to_the_same_logits(merged_run, fake_hub, tiny_fp32, sample_ids, tmp_path):
@@ -145,98 +78,6 @@ def test_push_lora_loads_with_peft_on_the_original_base(merged_run, fake_hub, ti
 def test_push_merged_only(merged_run, fake_hub):
     push(merged_run, "fake-org/tiny-merged", what="merged", progress=False)
     assert set(fake_hub.files("fake-org/tiny-merged")) == {".gitattributes", "README.md", "sclora_manifest.json", *MERGED_FILES}
-
-
-# ----------------------------------------------------------------------------- the card
-
-
-def test_card_downloaded_from_the_hub_has_the_metadata(merged_run, fake_hub, tmp_path):
-    run = hub_style(copy_run(merged_run, tmp_path), tmp_path)
-    manifest = hide_in(json.loads((run / "manifest.json").read_text()))  # as published: no local paths
-    push(run, REPO, progress=False)
-    card = ModelCard.load(hf_hub_download(REPO, "README.md", cache_dir=tmp_path / "cache"))
-    data = card.data.to_dict()
-    assert data["base_model"] == "fake-org/tiny-base" and data["base_model_relation"] == "finetune"
-    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
-    assert data["license"] == "mit"
-    assert {"sclora", "sc-lora", "lora", "safety"} <= set(data["tags"])
-    assert data["datasets"] == ["fake-org/dialogs"]  # local + files are described in the body, not here
-    results = {m["type"]: m["value"] for m in data["model-index"][0]["results"][0]["metrics"]}
-    assert results == {"refusal_rate": 0.875, "over_refusal_rate": 0.05, "rouge1": 0.41, "refusal_nll": 1.25}
-
-    block, config = data["sclora"], manifest["config"]
-    assert (block["beta"], block["rank"], block["alpha"], block["method"]) == (0.9, 4, 4.0, "sclora")
-    assert block["targets"] == config["targets"] and block["normalization"] == "token"
-    assert block["base"]["revision"] == manifest["model"]["revision"]
-    assert [c["role"] for c in block["calibration"]] == ["+", "-"]
-    for entry, recorded in zip(block["calibration"], manifest["datasets"]):
-        for key in ("role", "name", "source", "revision", "split", "samples", "tokens", "texts_sha256"):
-            assert entry[key] == recorded[key], key
-    assert block["training"]["max_steps"] == 2 and block["training"]["lr"] == 5e-3
-    assert block["training"]["datasets"][0]["role"] == "train"
-    verification = manifest["verification"]
-    assert block["w0_check"]["passed"] is True and block["w0_check"]["checked"] == verification["checked"]
-    assert block["w0_check"]["correction_bytes"] == verification["correction_bytes"]
-    assert block["lora_export"] == {"path": "lora", "rank": 8, "alpha": 8.0, "against": "original base model"}
-
-    text = card.text
-    assert manifest["model"]["revision"] in text
-    for ancestor in ("calibration", "init", "train"):  # every stage's exact command, in order
-        assert ancestor in text
-    assert "```bash" in text and "--enable-lora" in text and "--max-lora-rank 8" in text
-    assert "subfolder=\"lora\"" in text and "revision='c0ffee" in text
-    assert "dCov = (1 - beta) Cov+ - beta Cov-" in text and "beta = 0.9" in text
-    assert "| refusal\\_rate | 0.875 |" in text
-    published_eval = json.loads(fake_hub.files(REPO)["sclora_eval.json"])
-    assert published_eval["metrics"]["refusal_rate"] == 0.875 and "examples" not in published_eval
-
-
-@pytest.mark.parametrize("what,relation,library", [("all", "finetune", "transformers"), ("merged", "finetune", "transformers"),
-                                                   ("lora", "adapter", "peft")])
-def test_card_relation_and_library_follow_what_is_published(merged_run, tmp_path, what, relation, library):
-    run = hub_style(copy_run(merged_run, tmp_path), tmp_path)
-    manifest = json.loads((run / "manifest.json").read_text())
-    data = ModelCard(render_card(manifest, repo_id="org/name", what=what)).data.to_dict()
-    assert (data["base_model"], data["base_model_relation"], data["library_name"]) == ("fake-org/tiny-base", relation, library)
-    assert "license" not in data  # none given, none invented
-    assert ("lora_export" in data["sclora"]) == (what != "merged")
-
-
-def test_local_base_has_no_base_model_field(merged_run):
-    manifest = json.loads((merged_run / "manifest.json").read_text())
-    data = ModelCard(render_card(manifest, repo_id="org/name")).data.to_dict()
-    assert "base_model" not in data and "base_model_relation" not in data and "datasets" not in data
-    assert data["sclora"]["base"]["id"] == manifest["model"]["id"]
-
-
-def test_nasty_strings_cannot_break_the_front_matter_or_the_body(merged_run, fake_hub, tmp_path):
-    run = copy_run(merged_run, tmp_path)
-
-    def change(manifest):
-        for record in manifest["datasets"]:
-            record.update(name=NASTY, source=NASTY, split=NASTY)
-        manifest["parents"][0]["manifest"]["parents"][0]["manifest"]["command"] = "sclora init ```\n---\nlicense: mit\n```"
-
-    manifest = edit_manifest(run, change)
-    text = render_card(manifest, repo_id="org/name")
-    card = ModelCard(text)
-    data = card.data.to_dict()
-    assert set(data) == {"library_name", "pipeline_tag", "tags", "sclora"}  # nothing injected
-    assert all(entry["name"] == NASTY and entry["source"] == NASTY for entry in data["sclora"]["calibration"])
-    assert "{{ config }}" in data["sclora"]["calibration"][0]["name"]  # no template ran over it
-    commands = re.search(r"(?s)\n````bash\n(.*?)\n````\n", card.text)  # ``` inside needs a longer fence
-    assert commands and "sclora init ```\n---\nlicense: mit\n```" in commands.group(1)  # verbatim, inert
-    outside = card.text.replace(commands.group(0), "\n")
-    assert not any(line.strip() == "---" for line in outside.splitlines())  # no rule, no second front matter
-    assert NASTY.splitlines()[0] in outside and "<b>" not in outside and "\\<b\\>" in outside
-    # and the same card through the Hub
-    push(run, "fake-org/nasty", progress=False)
-    remote = ModelCard(fake_hub.files("fake-org/nasty")["README.md"].decode())
-    assert remote.data.to_dict() == ModelCard(render_card(hide_in(manifest), repo_id="org/name")).data.to_dict()
-    assert remote.data.to_dict()["sclora"]["calibration"] == data["sclora"]["calibration"]
-
-
-# ----------------------------------------------------------------------------- secrets and failures
 
 
 def test_the_token_appears_in_no_uploaded_byte_and_no_output(merged_run, fake_hub, runner):
@@ -288,7 +129,7 @@ def test_private_push_to_an_existing_public_repo_is_refused(merged_run, fake_hub
 
 @pytest.mark.parametrize("damage", ["failed", "missing", "tensor"])
 def test_refuses_a_merge_whose_verification_failed(merged_run, fake_hub, tmp_path, damage):
-    run = copy_run(merged_run, tmp_path)
+    run = fresh_copy(merged_run, tmp_path, "merge-copy")
 
     def change(manifest):
         if damage == "failed":
@@ -306,7 +147,7 @@ def test_refuses_a_merge_whose_verification_failed(merged_run, fake_hub, tmp_pat
 
 @pytest.mark.parametrize("target", ["merged/model.safetensors", "lora/adapter_config.json", "merged/tokenizer.json"])
 def test_refuses_a_tampered_file(merged_run, fake_hub, runner, tmp_path, target):
-    run = copy_run(merged_run, tmp_path)
+    run = fresh_copy(merged_run, tmp_path, "merge-copy")
     with open(run / target, "ab") as handle:
         handle.write(b"\0")
     result = runner.invoke(app, ["push", str(run), "--repo-id", REPO])
@@ -316,7 +157,7 @@ def test_refuses_a_tampered_file(merged_run, fake_hub, runner, tmp_path, target)
 
 
 def test_refuses_a_file_added_after_the_merge(merged_run, fake_hub, tmp_path):
-    run = copy_run(merged_run, tmp_path)
+    run = fresh_copy(merged_run, tmp_path, "merge-copy")
     (run / "lora" / "extra.safetensors").write_bytes(b"\0" * 8)
     with pytest.raises(VerificationError, match="extra.safetensors"):
         push(run, REPO, progress=False)
@@ -338,9 +179,6 @@ def test_a_directory_that_is_not_a_merge(fake_hub, runner, tmp_path):
     result = runner.invoke(app, ["push", str(tmp_path / "absent"), "--repo-id", REPO])
     assert result.exit_code == InputError.exit_code and "absent" in one_error_line(result)
     assert fake_hub.requests == []
-
-
-# ----------------------------------------------------------------------------- dry run, local folder
 
 
 def test_dry_run_makes_no_request_at_all(merged_run, fake_hub, runner, monkeypatch):
@@ -381,9 +219,6 @@ def test_to_writes_the_publishable_folder_locally(merged_run, fake_hub, tiny_fp3
     assert fake_hub.requests == []
 
 
-# ----------------------------------------------------------------------------- repository state
-
-
 def test_identical_second_push_makes_no_commit(merged_run, fake_hub):
     first = push(merged_run, REPO, progress=False)
     second = push(merged_run, REPO, progress=False)
@@ -414,9 +249,6 @@ def test_stale_weights_of_an_earlier_upload_are_removed_in_the_same_commit(merge
 def test_hf_endpoint_is_read_at_push_time_not_at_import(merged_run, fake_hub, monkeypatch):
     """huggingface_hub captured the endpoint at import (constants, the module-level HfApi): push must
     not use those stale values."""
-    import huggingface_hub.constants as constants
-    from huggingface_hub import hf_api
-
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(hf_api.api, "endpoint", "http://127.0.0.1:9")
     record = push(merged_run, "fake-org/endpoint", progress=False)
@@ -425,11 +257,7 @@ def test_hf_endpoint_is_read_at_push_time_not_at_import(merged_run, fake_hub, mo
 
 
 def test_a_remote_file_that_differs_after_the_commit_is_a_clear_error(merged_run, fake_hub, monkeypatch):
-    from types import SimpleNamespace
-
-    import sclora_tools.io.hub as stage
-
-    real, seen = stage.remote_files, []
+    real, seen = hub.remote_files, []
 
     def listing(api, repo_id, revision):
         entries = real(api, repo_id, revision)
@@ -439,13 +267,13 @@ def test_a_remote_file_that_differs_after_the_commit_is_a_clear_error(merged_run
             entries["config.json"] = SimpleNamespace(path=entry.path, size=entry.size + 1, blob_id=entry.blob_id, lfs=None)
         return entries
 
-    monkeypatch.setattr(stage, "remote_files", listing)
+    monkeypatch.setattr(hub, "remote_files", listing)
     with pytest.raises(RemoteError, match="config.json.*push again"):
         push(merged_run, REPO, progress=False)
 
 
 def test_a_token_typed_into_a_recorded_string_is_redacted(merged_run, fake_hub, tmp_path):
-    run = copy_run(merged_run, tmp_path)
+    run = fresh_copy(merged_run, tmp_path, "merge-copy")
     edit_manifest(run, lambda m: m["datasets"][0].update(name=f"data-{fake_hub.token}"))
     push(run, REPO, progress=False)
     files = fake_hub.files(REPO)
@@ -462,11 +290,8 @@ def test_offline_mode_refuses_to_upload_but_dry_run_and_to_work(merged_run, fake
     assert fake_hub.requests == []
 
 
-# ----------------------------------------------------------------------------- local paths
-
-
 def test_local_paths_are_hidden_in_every_published_text_unless_kept(merged_run, tiny_fp32, data_files, tmp_path):
-    run = hub_style(copy_run(merged_run, tmp_path), tmp_path)
+    run = hub_style(fresh_copy(merged_run, tmp_path, "merge-copy"), tmp_path)
     edit_manifest(run, lambda m: m["model"].update(id=str(tiny_fp32), spec=str(tiny_fp32), revision=None, path=str(tiny_fp32)))
     push(run, REPO, to=tmp_path / "hidden", progress=False)
     texts = {name: (tmp_path / "hidden" / name).read_text() for name in ("README.md", "sclora_manifest.json", "sclora_eval.json")}
@@ -480,19 +305,3 @@ def test_local_paths_are_hidden_in_every_published_text_unless_kept(merged_run, 
     push(run, REPO, to=tmp_path / "kept", keep_local_paths=True, progress=False)
     assert (tmp_path / "kept" / "sclora_manifest.json").read_bytes() == (run / "manifest.json").read_bytes()
     assert str(data_files["pos"]) in (tmp_path / "kept" / "README.md").read_text()
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("/home/alice/data/pos.jsonl", "<local>/pos.jsonl"),
-    ("/home/al ice/my data.jsonl", "<local>/my data.jsonl"),
-    ("sclora calibrate '/srv/a b/model' org/data -o ~/runs/calib/", "sclora calibrate '<local>/model' org/data -o <local>/calib"),
-    ("from_pretrained('/tmp/x/base')  # (/tmp/x/base)", "from_pretrained('<local>/base')  # (<local>/base)"),
-    ("--to=/srv/out", "--to=<local>/out"),
-    ("knkarthick/samsum", "knkarthick/samsum"),
-    ("https://example.org/a/b", "https://example.org/a/b"),
-    ("data/mine.jsonl", "data/mine.jsonl"),
-])
-def test_hide_in_text(text, expected):
-    from sclora_tools.io.local_paths import hide_in_text
-
-    assert hide_in_text(text) == expected

@@ -1,21 +1,18 @@
 """Checks on the bundled, self-written datasets in sclora_tools/datasets/.
 
-Plain file reads only (no network, no model): row counts, schemas, train/held-out
-disjointness, refusal variety, and determinism of the dialogue generator.
+Plain file reads only (no network, no model): row counts, schemas, train/held-out disjointness,
+refusal variety, summaries that only state what the dialogue says.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.util
-import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(__file__).parents[1] / "sclora_tools" / "datasets"
+from tests.datasets.files import load, norm
 
 MIN_ROWS = {
     "safety_train.jsonl": 280,
@@ -29,32 +26,6 @@ PROMPT_KEYS = {"prompt", "response", "category"}
 # detectors used in evaluation recognise the style the model is aligned to.
 REFUSAL_MARKERS = ("can't", "cannot", "won't", "not able", "unable", "sorry")
 
-
-def load(name: str) -> list[dict]:
-    path = DATA_DIR / name
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            assert line.strip(), f"{name}:{lineno} is blank"
-            rows.append(json.loads(line))
-    return rows
-
-
-def norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().casefold()
-
-
-def load_generator():
-    """Import generate_dialogues.py straight from its file (no package side effects)."""
-    spec = importlib.util.spec_from_file_location("_bundled_generate_dialogues", DATA_DIR / "generate_dialogues.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def gen():
-    return load_generator()
 
 
 # ---------------------------------------------------------------------------
@@ -86,26 +57,6 @@ def test_knowledge_schema():
         assert norm(row["answer"]) not in {norm(a) for a in row["aliases"]}, i
     questions = [norm(r["question"]) for r in rows]
     assert len(questions) == len(set(questions)), "duplicate knowledge questions"
-
-
-def test_dialogsum_counts_and_schema(gen):
-    for name, n in (("dialogsum_train.jsonl", gen.N_TRAIN), ("dialogsum_heldout.jsonl", gen.N_HELDOUT)):
-        rows = load(name)
-        assert len(rows) == n == (1000 if "train" in name else 200)
-        for i, row in enumerate(rows):
-            assert set(row) == {"dialogue", "summary"}, (name, i)
-            assert row["dialogue"].strip() and row["summary"].strip(), (name, i)
-            lines = row["dialogue"].split("\n")
-            assert gen.MIN_TURNS <= len(lines) <= gen.MAX_TURNS, (name, i, len(lines))
-            speakers = set()
-            for line in lines:
-                m = re.match(r"^([A-Z][A-Za-z]+): (\S.*)$", line)
-                assert m, (name, i, line)
-                speakers.add(m.group(1))
-            assert 2 <= len(speakers) <= 4, (name, i, speakers)
-            sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z])", row["summary"])
-            assert 1 <= len(sentences) <= 3, (name, i, row["summary"])
-            assert "{" not in row["dialogue"] + row["summary"], (name, i)
 
 
 # ---------------------------------------------------------------------------
@@ -174,41 +125,10 @@ def test_benign_answers_are_not_refusals():
             assert not opening.startswith(("i can't", "i cannot", "sorry", "i won't", "i'm not able", "i'm sorry")), r
 
 
+
 # ---------------------------------------------------------------------------
-# dialogue generator
+# dialogue summaries
 # ---------------------------------------------------------------------------
-
-def test_generator_has_many_scenarios(gen):
-    assert len(gen.SCENARIOS) >= 15
-
-
-def test_generator_is_deterministic(gen):
-    a = gen.generate(25, seed=7)
-    b = gen.generate(25, seed=7)
-    assert a == b
-    assert gen.generate(25, seed=8) != a
-
-
-def test_generator_reproduces_shipped_files(gen, tmp_path):
-    train, heldout = gen.build_all()
-    train2, heldout2 = gen.build_all()
-    assert (train, heldout) == (train2, heldout2)
-    assert gen.dumps_rows(train) == (DATA_DIR / gen.TRAIN_FILE).read_text(encoding="utf-8")
-    assert gen.dumps_rows(heldout) == (DATA_DIR / gen.HELDOUT_FILE).read_text(encoding="utf-8")
-    p_train, p_held = gen.write_all(tmp_path)
-    assert p_train.read_bytes() == (DATA_DIR / gen.TRAIN_FILE).read_bytes()
-    assert p_held.read_bytes() == (DATA_DIR / gen.HELDOUT_FILE).read_bytes()
-
-
-def test_dialogsum_heldout_disjoint_from_train(gen):
-    assert gen.TRAIN_SEED != gen.HELDOUT_SEED
-    train = [r["dialogue"] for r in load("dialogsum_train.jsonl")]
-    held = [r["dialogue"] for r in load("dialogsum_heldout.jsonl")]
-    assert len(set(train)) == len(train)
-    assert len(set(held)) == len(held)
-    assert not set(train) & set(held)
-    assert len({r["summary"] for r in load("dialogsum_train.jsonl")}) >= 950
-
 
 def test_summary_names_and_amounts_come_from_the_dialogue():
     """Every capitalised word after the first one in a summary, and every amount of money,

@@ -1,7 +1,7 @@
 """Deterministic generator for the bundled SAMSum-style dialogue -> summary data.
 
 Writes ``dialogsum_train.jsonl`` (1000 rows) and ``dialogsum_heldout.jsonl``
-(200 rows) next to this file.  Each row is ``{"dialogue": ..., "summary": ...}``
+(200 rows) into a directory, by default the package's ``sclora_tools/datasets/``.  Each row is ``{"dialogue": ..., "summary": ...}``
 where the dialogue is ``"Name: line\\nName2: line\\n..."`` and the summary is a
 short third-person SAMSum-style summary.
 
@@ -9,7 +9,10 @@ Everything is synthetic and written for this package (no third-party text).
 Only the standard library is used and all randomness comes from
 ``random.Random(seed)``, so the output is byte-for-byte reproducible::
 
-    python -m sclora_tools.datasets.generate_dialogues
+    python scripts/generate_dialogues.py [OUTPUT_DIR]
+
+A one-off: the package ships the jsonl it made, not this script; tests/scripts/ checks that
+re-running it reproduces the shipped files byte for byte.
 
 To keep ROUGE from saturating, dialogues mix many scenario types, 2-4 speakers,
 varied phrasings, times/amounts written differently in the dialogue than in the
@@ -19,11 +22,12 @@ talk that the summary must skip.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 TRAIN_SEED = 1234
 HELDOUT_SEED = 987654321
@@ -34,12 +38,13 @@ MAX_TURNS = 14
 
 TRAIN_FILE = "dialogsum_train.jsonl"
 HELDOUT_FILE = "dialogsum_heldout.jsonl"
+PACKAGE_DATASETS = Path(__file__).resolve().parents[1] / "sclora_tools" / "datasets"
 
 # ---------------------------------------------------------------------------
 # Vocabulary
 # ---------------------------------------------------------------------------
 
-NAMES: List[Tuple[str, str]] = [
+NAMES: list[tuple[str, str]] = [
     ("Amanda", "f"), ("Hannah", "f"), ("Priya", "f"), ("Chiara", "f"), ("Fatima", "f"),
     ("Siobhan", "f"), ("Yuki", "f"), ("Olivia", "f"), ("Emma", "f"), ("Sofia", "f"),
     ("Zoe", "f"), ("Leila", "f"), ("Nadia", "f"), ("Grace", "f"), ("Mia", "f"),
@@ -60,7 +65,7 @@ NAMES: List[Tuple[str, str]] = [
     ("Karim", "m"), ("Tariq", "m"), ("Andre", "m"), ("Malik", "m"), ("Theo", "m"),
     ("Oscar", "m"), ("Hugo", "m"), ("Nils", "m"), ("Sven", "m"), ("Gareth", "m"),
 ]
-GENDER: Dict[str, str] = dict(NAMES)
+GENDER: dict[str, str] = dict(NAMES)
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
 ALLDAYS = WEEKDAYS + ["Saturday", "Sunday"]
@@ -83,7 +88,7 @@ def t_sum(h: int, m: int) -> str:
     return f"{_h12(h)}:{m:02d} {_ampm(h)}"
 
 
-def add_minutes(h: int, m: int, delta: int) -> Tuple[int, int]:
+def add_minutes(h: int, m: int, delta: int) -> tuple[int, int]:
     tot = (h * 60 + m + delta) % (24 * 60)
     return tot // 60, tot % 60
 
@@ -152,12 +157,12 @@ class Ctx:
         return f"{self.cur}{int(amount)}"
 
 
-Turn = Tuple[int, str]
-Block = List[Turn]
+Turn = tuple[int, str]
+Block = list[Turn]
 
 
 class Scenario:
-    def __init__(self, blocks: List[Block], summary: str, closing: Optional[Block] = None,
+    def __init__(self, blocks: list[Block], summary: str, closing: Block | None = None,
                  asker: int = 0, other: int = 1):
         self.blocks = blocks
         self.summary = summary
@@ -170,19 +175,23 @@ class Scenario:
 # Small talk the summary must ignore
 # ---------------------------------------------------------------------------
 
-def _digressions(c: Ctx, a: int, b: int) -> List[Block]:
+def _digressions(c: Ctx, a: int, b: int) -> list[Block]:
     x = c.spare[-1]
     return [
-        [(a, "Did you see the match last night?"), (b, c.pick(["Only the second half. What a mess lol", "Don't talk to me about it", "Yes!! What a finish"]))],
-        [(a, c.pick(["It's absolutely pouring here", "The weather is so grim today"])), (b, c.pick(["Same here, I got soaked this morning", "Tell me about it"]))],
+        [(a, "Did you see the match last night?"), (b, c.pick(["Only the second half. What a mess lol", "Don't talk to me about it",
+                                                               "Yes!! What a finish"]))],
+        [(a, c.pick(["It's absolutely pouring here", "The weather is so grim today"])), (b, c.pick(["Same here, I got soaked this morning",
+                                                                                                    "Tell me about it"]))],
         [(a, "Have you finished that series yet?"), (b, c.pick(["Two episodes left, no spoilers please!", "Not yet, I fell asleep again haha"]))],
         [(a, "How's your mum doing by the way?"), (b, c.pick(["Much better, thanks for asking :)", "Still tired but recovering, thanks"]))],
-        [(a, "Btw I finally tried that new coffee place"), (b, "And?? Is it good?"), (a, c.pick(["Overpriced but the croissants are amazing", "Meh. Nice cups though"]))],
+        [(a, "Btw I finally tried that new coffee place"), (b, "And?? Is it good?"), (a, c.pick(["Overpriced but the croissants are amazing",
+                                                                                                 "Meh. Nice cups though"]))],
         [(a, "Ugh, I'm so tired today"), (b, c.pick(["Same, I barely slept", "Coffee. Lots of coffee."]))],
         [(a, f"Did you hear {x} is leaving?"), (b, c.pick(["No way! Since when?", "Seriously? Didn't see that coming"])), (a, "Tell you later")],
         [(a, "Random but I just saw a fox in the garden"), (b, "Haha cute"), (a, "<file_photo>")],
         [(a, "My neighbour is drilling AGAIN"), (b, c.pick(["Brutal", "On a weekend?? Unbelievable"]))],
-        [(a, "How was your weekend btw?"), (b, c.pick(["Quiet, mostly gardening. Yours?", "Too short as always. Yours?"])), (a, c.pick(["Same old", "Lovely, went to the seaside"]))],
+        [(a, "How was your weekend btw?"), (b, c.pick(["Quiet, mostly gardening. Yours?", "Too short as always. Yours?"])),
+         (a, c.pick(["Same old", "Lovely, went to the seaside"]))],
         [(a, "lol did you see what " + x + " posted"), (b, c.pick(["Yes :D I can't believe it", "No, what?"]))],
         [(a, "Are you still doing the 10k in May?"), (b, c.pick(["Trying to! My knee isn't happy though", "Yep, training is going ok"]))],
         [(a, "The heating at work is broken again"), (b, c.pick(["Bring a jumper haha", "Classic"]))],
@@ -209,7 +218,7 @@ def sc_meeting(c: Ctx) -> Scenario:
     d0, d1 = c.rng.sample(WEEKDAYS, 2)
     h, m = c.pick([9, 10, 11, 13, 14, 15, 16]), c.pick([0, 0, 30, 15])
     place = c.pick(ROOMS)
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Can we get together on {d0} to go over {topic}?",
         f"We need to talk about {topic} at some point. Does {d0} work for you?",
         f"Hi {B}, are you around on {d0}? I'd like to discuss {topic}.",
@@ -247,7 +256,7 @@ def sc_meeting(c: Ctx) -> Scenario:
     extra = ""
     if c.k >= 3:
         C = c.n[2]
-        blocks.append([(2, c.pick([f"Can I join? I've got some numbers on {topic}", f"Mind if I join? It affects my team too"])),
+        blocks.append([(2, c.pick([f"Can I join? I've got some numbers on {topic}", "Mind if I join? It affects my team too"])),
                        (0, c.pick(["Of course", "Sure, the more the merrier", "Yes please"]))])
         extra += c.pick([f" {C} will join them.", f" {C} is joining too."])
     if c.k >= 4:
@@ -298,7 +307,7 @@ def sc_borrow(c: Ctx) -> Scenario:
     a_item = item if plural else f"a {item}"
     pick_day, ret_day = c.rng.sample(ALLDAYS, 2)
     h = c.pick([17, 18, 19, 10, 11, 12])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Hey {B}, could I borrow your {item}? I need to {purpose}.",
         f"Random question: do you still have {'those' if plural else 'that'} {item}? I need to {purpose}.",
         f"Would you mind lending me your {item}? I want to {purpose}.",
@@ -308,13 +317,19 @@ def sc_borrow(c: Ctx) -> Scenario:
     if r < 0.62:
         blocks.append([(1, c.pick([f"Sure! When do you need {it}?", f"Of course. When do you want to pick {it} up?", "Yes, no problem. When?"])),
                        (0, c.pick([f"{pick_day} if that's ok?", f"Could I grab {it} on {pick_day}?", f"{pick_day} would be ideal"])),
-                       (1, c.pick([f"I'm home after {c.t(h, 0)}, come by then", f"Come around {c.t(h, 0)}, I'll be in", f"Fine, I'm around from {c.t(h, 0)}"]))])
-        blocks.append([(0, c.pick([f"Great, I'll bring {it} back by {ret_day}", f"Thanks! You'll have {it} back by {ret_day}", f"I'll return {it} on {ret_day} at the latest"])),
-                       (1, c.pick(["No rush", "Perfect", "Good, I need it myself after that" if not plural else "Good, I need them myself after that"]))])
+                       (1, c.pick([f"I'm home after {c.t(h, 0)}, come by then", f"Come around {c.t(h, 0)}, I'll be in",
+                                   f"Fine, I'm around from {c.t(h, 0)}"]))])
+        blocks.append([(0, c.pick([f"Great, I'll bring {it} back by {ret_day}", f"Thanks! You'll have {it} back by {ret_day}",
+                                   f"I'll return {it} on {ret_day} at the latest"])),
+                       (1, c.pick(["No rush", "Perfect",
+                                   "Good, I need it myself after that" if not plural else "Good, I need them myself after that"]))])
         summ = c.pick([
-            f"{B} is lending {A} {c.his(B)} {item} so {A} can {purpose}. {A} will pick {it} up on {pick_day} at {t_sum(h, 0)} and return {it} by {ret_day}.",
-            f"{A} will borrow {B}'s {item} to {purpose}. {cap(c.he(A))} is collecting {it} on {pick_day} after {t_sum(h, 0)} and will give {it} back by {ret_day}.",
-            f"{A} needs to {purpose}, so {B} will lend {c.him(A)} the {item}. Pick-up is on {pick_day} at {t_sum(h, 0)}, and {A} will return {it} by {ret_day}.",
+            f"{B} is lending {A} {c.his(B)} {item} so {A} can {purpose}. {A} will pick {it} up on {pick_day} at {t_sum(h, 0)} and return {it} by "
+            f"{ret_day}.",
+            f"{A} will borrow {B}'s {item} to {purpose}. {cap(c.he(A))} is collecting {it} on {pick_day} after {t_sum(h, 0)} and will give {it} back "
+            f"by {ret_day}.",
+            f"{A} needs to {purpose}, so {B} will lend {c.him(A)} the {item}. Pick-up is on {pick_day} at {t_sum(h, 0)}, and {A} will return {it} by "
+            f"{ret_day}.",
         ])
         if c.k >= 3:
             C = c.n[2]
@@ -326,7 +341,8 @@ def sc_borrow(c: Ctx) -> Scenario:
         blocks.append([(1, c.pick([f"Sorry, {x} has {it} at the moment.", f"Ah, I lent {it} to {x} last week, sorry!"])),
                        (1, c.pick([f"Ask {x}, I'm sure {c.he(x)}'ll pass {it} on", f"Maybe ask {x} when {c.he(x)}'s done with {it}?"]))])
         if c.k >= 3:
-            blocks.append([(2, c.pick([f"I'm done with {it}, {A}, you can pick {it} up on {pick_day}", f"Yep I've got {it}. Come and get {it} on {pick_day}"])),
+            blocks.append([(2, c.pick([f"I'm done with {it}, {A}, you can pick {it} up on {pick_day}",
+                                       f"Yep I've got {it}. Come and get {it} on {pick_day}"])),
                            (0, c.pick(["Amazing, thank you both!", "Perfect, thanks!"]))])
             summ = c.pick([
                 f"{B} lent {c.his(B)} {item} to {x}, who will pass {it} on to {A} on {pick_day} so {A} can {purpose}.",
@@ -363,22 +379,25 @@ def sc_delay(c: Ctx) -> Scenario:
                    ("drinks", "the pub"), ("the party", "Jess's place"), ("the tour", "the museum")])
     what, where = plan
     verb = "landing" if mode == "flight" else "arriving"
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"My {mode} is delayed by {delay} minutes :(",
         f"Bad news, the {mode} is running {delay} minutes late",
         f"Ugh, {delay} min delay on my {mode}",
         f"Stuck. The {mode} is {delay} minutes late",
     ]))]]
     blocks.append([(1, c.pick(["Oh no! When do you get in now?", "Nooo. What's your new arrival time?", "Typical. When will you be here?"])),
-                   (0, c.pick([f"Should be {verb} at {c.t(h1, m1)} instead of {c.t(h0, m0)}", f"{cap(verb)} at {c.t(h1, m1)} now", f"{c.t(h1, m1)} if nothing else goes wrong"]))])
+                   (0, c.pick([f"Should be {verb} at {c.t(h1, m1)} instead of {c.t(h0, m0)}", f"{cap(verb)} at {c.t(h1, m1)} now",
+                               f"{c.t(h1, m1)} if nothing else goes wrong"]))])
     opt = c.rng.random()
     if opt < 0.4:
-        blocks.append([(1, c.pick([f"I'll pick you up at the station then", f"I'll come and get you, text me when you're close", "I'll collect you, don't worry"])),
+        blocks.append([(1, c.pick(["I'll pick you up at the station then", "I'll come and get you, text me when you're close",
+                                   "I'll collect you, don't worry"])),
                        (0, c.pick(["You're the best", "Thank you!! Wait by the main entrance?"])),
                        (1, "Ok")])
         action = c.pick([f"{B} will pick {c.him(A)} up", f"{B} is going to collect {c.him(A)}"])
     elif opt < 0.75:
-        blocks.append([(0, c.pick([f"Start {what} without me, I'll come straight to {where}", f"Don't wait for me, go ahead and I'll meet you at {where}"])),
+        blocks.append([(0, c.pick([f"Start {what} without me, I'll come straight to {where}",
+                                   f"Don't wait for me, go ahead and I'll meet you at {where}"])),
                        (1, c.pick(["Ok, see you there", "Fine, we'll save you a seat", "Will do, text when you're near"]))])
         action = c.pick([f"{B} will start {what} without {c.him(A)}, and {A} will go straight to {where}",
                          f"{A} will join {B} at {where} later"])
@@ -388,7 +407,6 @@ def sc_delay(c: Ctx) -> Scenario:
         action = f"{B} will wait for {c.him(A)} at {where}"
     extra = ""
     if c.k >= 3:
-        C = c.n[2]
         blocks.append(c.pick([[(2, "Same thing happened to me last week, the line is a disaster"), (0, "Every single time")],
                               [(2, f"Want me to tell the others you'll be late, {A}?"), (0, "Yes please, thanks")]]))
     summ = c.pick([
@@ -411,7 +429,6 @@ GIFTS = [
 
 
 def sc_gift(c: Ctx) -> Scenario:
-    A, B = c.n[0], c.n[1]
     rel = c.pick(["friend", "friend", "mum", "dad", "grandma"])
     if rel == "friend":
         X = c.spare[0]
@@ -427,17 +444,17 @@ def sc_gift(c: Ctx) -> Scenario:
     share = price / len(payers)
     day = c.pick(ALLDAYS)
     buyer = c.pick(payers)
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"What are we getting {who} for {poss} birthday?",
         f"{who}'s birthday is on {day}, we need to sort out a present!",
         f"Any ideas for {who}'s birthday? It's {day}",
     ]))]]
-    blocks.append([(1, c.pick([f"Maybe {g1}? {cap(c.he(who) if rel == 'friend' else ('she' if poss == 'her' else 'he'))} {why1}", f"What about {g1}?"])),
+    blocks.append([(1, c.pick([f"Maybe {g1}? {cap(c.he(who) if rel == 'friend' else ('she' if poss == 'her' else 'he'))} {why1}",
+                               f"What about {g1}?"])),
                    (0, c.pick(["Hmm, I think someone already got that", "Not sure, feels a bit boring", "Didn't we do that last year?"])),
                    (0, c.pick([f"What about {g2}?", f"I was thinking {g2}"])),
                    (1, c.pick(["Oh yes, perfect", "Love it", "Good idea!"]))])
     if len(payers) >= 3:
-        C = payers[2]
         blocks.append([(2, c.pick(["Count me in!", "I'll chip in too", "Can I go in on it with you?"])),
                        (0, "Of course")])
     blocks.append([(c.pick([0, 1]), c.pick([f"It's about {c.money(price)}", f"Found one for {c.money(price)}", f"{c.money(price)} online"])),
@@ -445,14 +462,15 @@ def sc_gift(c: Ctx) -> Scenario:
     bi = c.n.index(buyer)
     blocks.append([(bi, c.pick(["I'll order it tonight", "I'll buy it and you can send me the money", "Leave it with me, I'll get it"]))])
     if c.k >= 4:
-        D = c.n[3]
         blocks.append([(3, "I already got a card from all of us :)"), (1, "Amazing")])
     gift = g2
     summ = c.pick([
-        f"{join_names(payers)} are getting {who_sum} {gift} for {poss} birthday. It costs {c.money(price)}, {c.money(share)} each, and {buyer} will buy it.",
+        f"{join_names(payers)} are getting {who_sum} {gift} for {poss} birthday. It costs {c.money(price)}, {c.money(share)} each, and {buyer} will "
+        f"buy it.",
         f"{join_names(payers)} will split the cost of {gift} ({c.money(price)}) for {who_sum}'s birthday. {buyer} is ordering it.",
         f"For {who_sum}'s birthday, {join_names(payers)} chose {gift} instead of {g1}. {buyer} will buy it and "
-        + (f"{[p for p in payers if p != buyer][0]} will pay {c.his(buyer)} {c.money(share)}." if len(payers) == 2 else f"the others will pay {c.money(share)} each."),
+        + (f"{[p for p in payers if p != buyer][0]} will pay {c.his(buyer)} "
+           f"{c.money(share)}." if len(payers) == 2 else f"the others will pay {c.money(share)} each."),
     ])
     if c.k >= 4:
         summ += f" {c.n[3]} has already bought a card."
@@ -475,14 +493,15 @@ def sc_lostpet(c: Ctx) -> Scenario:
     since = c.pick(["this morning", "last night", "yesterday afternoon", "Sunday"])
     last = c.pick(SPOTS)
     found_at = c.pick([s for s in SPOTS if s != last])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"{pet} is missing!! Haven't seen {pp} since {since}",
         f"Have you seen {pet}? Our {kind} got out {'on ' if since == 'Sunday' else ''}{since}",
         f"Please keep an eye out, {pet} has been gone since {since} :(",
     ]))]]
     if c.chance(0.4):
         blocks[0].append((0, "<file_photo>"))
-    blocks.append([(1, c.pick(["Oh no! Where was the last place you saw them?", "Oh no :( Where did you last see them?", "Nooo. Where was it last seen?"])),
+    blocks.append([(1, c.pick(["Oh no! Where was the last place you saw them?", "Oh no :( Where did you last see them?",
+                               "Nooo. Where was it last seen?"])),
                    (0, c.pick([f"{cap(last)}", f"My neighbour saw {pp} {last}", f"Someone said {last}"]))])
     outcome = c.rng.random()
     if outcome < 0.4:
@@ -498,12 +517,14 @@ def sc_lostpet(c: Ctx) -> Scenario:
         ])
     elif outcome < 0.8:
         h = c.pick([17, 18, 19, 10, 11])
-        blocks.append([(1, c.pick([f"I'll help you look. Meet at yours at {c.t(h, 0)}?", f"Want me to come search with you? I can be there by {c.t(h, 0)}"])),
+        blocks.append([(1, c.pick([f"I'll help you look. Meet at yours at {c.t(h, 0)}?",
+                                   f"Want me to come search with you? I can be there by {c.t(h, 0)}"])),
                        (0, c.pick(["Yes please", "That would be amazing, thanks"])),
                        (1, c.pick(["I'll print some posters too", "I'll post in the neighbourhood group as well"]))])
         task = "print posters" if "posters" in blocks[-1][2][1] else "post in the neighbourhood group"
         summ = c.pick([
-            f"{A}'s {kind} {pet} has been missing since {since}; {pe} was last seen {last}. {B} will help {c.him(A)} search at {t_sum(h, 0)} and {task}.",
+            f"{A}'s {kind} {pet} has been missing since {since}; {pe} was last seen {last}. {B} will help {c.him(A)} search at {t_sum(h, 0)} and "
+            f"{task}.",
             f"{pet}, {A}'s {kind}, disappeared {since}. {B} is coming over at {t_sum(h, 0)} to look for {pp} and will {task}.",
         ])
         if c.k >= 3:
@@ -531,10 +552,10 @@ ROLES = ["junior developer", "marketing assistant", "accountant", "nurse", "data
 
 
 def sc_interview(c: Ctx) -> Scenario:
-    A, B = c.n[0], c.n[1]
+    A = c.n[0]
     comp, role = c.pick(COMPANIES), c.pick(ROLES)
     day = c.pick(WEEKDAYS)
-    blocks: List[Block] = [[(1, c.pick(["So how did the interview go??", f"How was the interview at {comp}?", "Well? Tell me everything!"]))]]
+    blocks: list[Block] = [[(1, c.pick(["So how did the interview go??", f"How was the interview at {comp}?", "Well? Tell me everything!"]))]]
     nxt = c.rng.random()
     mood = c.pick(["well", "well", "ok", "badly"]) if nxt < 0.85 else "well"
     if mood == "well":
@@ -568,7 +589,6 @@ def sc_interview(c: Ctx) -> Scenario:
     if c.chance(0.5):
         blocks.append([(1, "Drinks to celebrate later?"), (0, c.pick(["Definitely", "Only if you're buying haha"]))])
     if c.k >= 3:
-        C = c.n[2]
         blocks.append([(2, c.pick([f"Good luck {A}!!", "So proud of you"])), (0, "Thanks :)")])
     msum = {"well": "went well", "ok": "went okay, though " + c.he(A) + " isn't sure", "badly": "didn't go well"}[mood]
     summ = c.pick([
@@ -593,9 +613,10 @@ def sc_bill(c: Ctx) -> Scenario:
         food = c.pick([18, 22, 25, 27, 31, 34])
         drinks = c.pick([8, 12, 14, 16])
         total = 2 * food + drinks
-        blocks: List[Block] = [[(0, c.pick([f"Dinner at {rest} came to {c.money(total)}", f"So the bill at {rest} was {c.money(total)} in the end"])),
+        blocks: list[Block] = [[(0, c.pick([f"Dinner at {rest} came to {c.money(total)}", f"So the bill at {rest} was {c.money(total)} in the end"])),
                                 (0, c.pick(["How do you want to split it?", "Shall we just halve it?"]))],
-                               [(1, c.pick([f"I didn't have any wine though, the drinks were {c.money(drinks)}", f"Minus your drinks? That was {c.money(drinks)} haha"])),
+                               [(1, c.pick([f"I didn't have any wine though, the drinks were {c.money(drinks)}",
+                                            f"Minus your drinks? That was {c.money(drinks)} haha"])),
                                 (0, c.pick(["Fair enough", "True, sorry!"])),
                                 (0, c.pick([f"So {c.money(food)} for you", f"You owe me {c.money(food)} then"]))],
                                [(1, c.pick([f"Sending by {method} now" if method != "cash" else "I'll give you cash tomorrow",
@@ -603,20 +624,22 @@ def sc_bill(c: Ctx) -> Scenario:
         how = f"by {method}" if method != "cash" else "in cash"
         summ = c.pick([
             f"{A} paid {c.money(total)} for dinner at {rest}. {B} didn't drink, so {c.he(B)} owes {A} {c.money(food)} and will pay {how}.",
-            f"The dinner at {rest} cost {c.money(total)}, including {c.money(drinks)} of drinks that only {A} had. {B} will pay {A} {c.money(food)} {how}.",
+            f"The dinner at {rest} cost {c.money(total)}, including {c.money(drinks)} of drinks that only {A} had. {B} will pay {A} {c.money(food)} "
+            f"{how}.",
         ])
         return Scenario(blocks, summ, [(0, "Thanks!")])
     n = c.k
     share = c.pick([15, 18, 20, 22, 24, 25, 28, 32])
     total = share * n
-    blocks = [[(0, c.pick([f"Hi all, dinner at {rest} was {c.money(total)} in total", f"Ok so the bill from {rest} came to {c.money(total)}", f"Paid the bill at {rest}: {c.money(total)}"]))]]
+    blocks = [[(0, c.pick([f"Hi all, dinner at {rest} was {c.money(total)} in total", f"Ok so the bill from {rest} came to {c.money(total)}",
+                           f"Paid the bill at {rest}: {c.money(total)}"]))]]
     if c.chance(0.5):
         blocks.append([(1, c.pick(["Wasn't there a tip included?", "Did that include service?"])),
                        (0, c.pick(["Yes, it's all in", "Yep, tip included"]))])
     blocks.append([(0, c.pick([f"So {c.money(share)} each", f"That's {c.money(share)} per person", f"{c.money(share)} each please :)"]))])
     replies: Block = []
     for i in range(1, n):
-        replies.append((i, c.pick([f"Sending now", f"Done", f"Will send tonight", f"Thanks for paying!"])))
+        replies.append((i, c.pick(["Sending now", "Done", "Will send tonight", "Thanks for paying!"])))
     blocks.append(replies)
     how = f"by {method}" if method != "cash" else "in cash"
     if method != "cash":
@@ -624,7 +647,8 @@ def sc_bill(c: Ctx) -> Scenario:
     else:
         blocks.insert(-1, [(1, "Is cash ok? I'll see you tomorrow"), (0, "Sure")])
     summ = c.pick([
-        f"{A} paid {c.money(total)} for dinner at {rest}. {join_names(others)} {'each owe' if len(others) > 1 else 'owes'} {c.him(A)} {c.money(share)} and will pay {how}.",
+        f"{A} paid {c.money(total)} for dinner at {rest}. {join_names(others)} {'each owe' if len(others) > 1 else 'owes'} {c.him(A)} "
+        f"{c.money(share)} and will pay {how}.",
         f"The bill at {rest} came to {c.money(total)}, which {A} covered. Everyone pays {c.money(share)}; {join_names(others)} will settle up {how}.",
     ])
     return Scenario(blocks, summ, None)
@@ -639,7 +663,7 @@ def sc_moving(c: Ctx) -> Scenario:
     area = c.pick(AREAS)
     h = c.pick([8, 9, 10])
     hb = c.pick([11, 12, 13])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"So I'm finally moving on {day}! To {area}",
         f"Big news: moving to {area} on {day}",
         f"Moving day is {day}. Any chance you could help? It's {area}",
@@ -648,7 +672,8 @@ def sc_moving(c: Ctx) -> Scenario:
                    (0, c.pick([f"Mainly carrying boxes. We start at {c.t(h, 0)}", f"Just help carrying stuff really. Starting {c.t(h, 0)}"]))])
     late = c.chance(0.5)
     if late:
-        blocks.append([(1, c.pick([f"I have football in the morning, can I come at {c.t(hb, 0)}?", f"I can only get there by {c.t(hb, 0)}, is that ok?"])),
+        blocks.append([(1, c.pick([f"I have football in the morning, can I come at {c.t(hb, 0)}?",
+                                   f"I can only get there by {c.t(hb, 0)}, is that ok?"])),
                        (0, "That's fine, there'll still be plenty to do haha")])
         when = f"from {t_sum(hb, 0)}"
     else:
@@ -686,7 +711,7 @@ def sc_sick(c: Ctx) -> Scenario:
     when = c.pick(["today", "today", "tomorrow"])
     back = c.pick(["Wednesday", "Thursday", "Monday", "Friday"])
     cover_full, cover_short = c.pick(COVER)
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Hi {B}, I'm really sorry but I've got {ill} and won't make it in {when}",
         f"Morning, bad news: {ill}. I won't be in {when}",
         f"I'm off sick {when}, {ill} :( Sorry for the short notice",
@@ -730,7 +755,7 @@ def sc_ticket(c: Ctx) -> Scenario:
     price = c.pick([25, 35, 40, 45, 55, 60, 70])
     h = c.pick([18, 19, 20])
     m = c.pick([0, 30])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"I've got a spare ticket for {band} at {venue} on {day} {date}. Anyone?",
         f"{cap(c.spare[0])} dropped out so I have an extra ticket for {band}! {day} {date}, {venue}",
         f"Who wants to see {band}?? Spare ticket for {day} {date} at {venue}",
@@ -748,11 +773,14 @@ def sc_ticket(c: Ctx) -> Scenario:
     blocks.append([(0, c.pick([f"{c.money(price)}, what I paid", f"It was {c.money(price)}", f"{c.money(price)}, face value"]))])
     if c.chance(0.4):
         blocks.append([(ti, "Can I pay you on payday? :D"), (0, "Sure, no stress")])
-    blocks.append([(0, c.pick([f"Doors open at {c.t(h, m)}, meet outside?", f"Let's meet at the entrance at {c.t(h, m)}", f"Meet at the bar next door at {c.t(h, m)}?"])),
+    blocks.append([(0, c.pick([f"Doors open at {c.t(h, m)}, meet outside?", f"Let's meet at the entrance at {c.t(h, m)}",
+                               f"Meet at the bar next door at {c.t(h, m)}?"])),
                    (ti, c.pick(["Perfect", "See you there!", "Deal"]))])
     summ = c.pick([
-        f"{A} has a spare ticket for {band} at {venue} on {day} {date}. {taker} will take it for {c.money(price)}, and they'll meet at {t_sum(h, m)}.",
-        f"{taker} is buying {A}'s spare ticket for {band} for {c.money(price)}. The gig is on {day} {date} at {venue}; they're meeting at {t_sum(h, m)}.",
+        f"{A} has a spare ticket for {band} at {venue} on {day} {date}. {taker} will take it for {c.money(price)}, and they'll meet at "
+        f"{t_sum(h, m)}.",
+        f"{taker} is buying {A}'s spare ticket for {band} for {c.money(price)}. The gig is on {day} {date} at {venue}; they're meeting at "
+        f"{t_sum(h, m)}.",
     ])
     if taker != B:
         summ += f" {B} can't go."
@@ -771,10 +799,11 @@ def sc_recipe(c: Ctx) -> Scenario:
     A, B = c.n[0], c.n[1]
     dish, secret = c.pick(DISHES)
     event = c.pick(["at the barbecue", "on Sunday", "at your party", "at book club", "at the potluck"])
-    occasion = c.pick(["my in-laws on Saturday", "the office potluck on Friday", "my sister's birthday", "a dinner party next week", "the kids' school fair"])
+    occasion = c.pick(["my in-laws on Saturday", "the office potluck on Friday", "my sister's birthday", "a dinner party next week",
+                       "the kids' school fair"])
     occ_sum = occasion.replace("my in-laws", f"{c.his(A)} in-laws").replace("my sister's", f"{c.his(A)} sister's")
     how = c.pick(["email", "WhatsApp", "a photo of the recipe card"])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"That {dish} {event} was incredible. Can I have the recipe?",
         f"I'm still thinking about your {dish} from {event.replace('at ', '').replace('on ', '')}. Recipe please!!",
         f"Would you share your {dish} recipe? Everyone loved it {event}",
@@ -783,7 +812,8 @@ def sc_recipe(c: Ctx) -> Scenario:
                    (1, c.pick([f"The secret is {secret}", f"Don't tell anyone, but it's {secret}", f"Key thing is {secret}"]))])
     blocks.append([(0, c.pick([f"Ahh that makes sense. I want to make it for {occasion}", f"Genius. It's for {occasion}"]))])
     if c.chance(0.5):
-        blocks.append([(1, c.pick(["Don't rush it, that's the main thing", "Taste as you go!", "Use the best ingredients you can find"])), (0, "Noted")])
+        blocks.append([(1, c.pick(["Don't rush it, that's the main thing", "Taste as you go!", "Use the best ingredients you can find"])),
+                       (0, "Noted")])
     blocks.append([(1, c.pick([f"I'll send you the full recipe by {how} tonight", f"Sending it by {how} later"]))])
     if how == "a photo of the recipe card":
         blocks[-1] = [(1, "Here you go"), (1, "<file_photo>")]
@@ -814,7 +844,7 @@ def sc_car(c: Ctx) -> Scenario:
     cost = c.pick([80, 120, 150, 220, 260, 340])
     h = c.pick([7, 8])
     m = c.pick([0, 15, 30, 45])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"My car {issue} :(",
         f"Great start to the day, the car {issue}",
         f"Help, my car {issue} and I'm {where}",
@@ -831,7 +861,6 @@ def sc_car(c: Ctx) -> Scenario:
                    (1, c.pick(["What do they think it is?", "Did they say what's wrong?"])),
                    (0, c.pick([f"They think it's {cause}. About {c.money(cost)} :(", f"Probably {cause}, around {c.money(cost)}"]))])
     if c.k >= 3:
-        C = c.n[2]
         blocks.append([(2, c.pick([f"{garage} overcharged me last time, get a second quote", "I can lend you my bike meanwhile"])),
                        (0, "Good to know")])
     summ = c.pick([
@@ -839,7 +868,8 @@ def sc_car(c: Ctx) -> Scenario:
         f"{A} has car trouble: it {issue}, probably because of {cause}. It goes to {garage} on {day} (about {c.money(cost)}).",
     ])
     if lift:
-        summ += c.pick([f" {B} will give {c.him(A)} a lift to work tomorrow at {t_sum(h, m)}.", f" Meanwhile {B} is driving {c.him(A)} to work at {t_sum(h, m)}."])
+        summ += c.pick([f" {B} will give {c.him(A)} a lift to work tomorrow at {t_sum(h, m)}.",
+                        f" Meanwhile {B} is driving {c.him(A)} to work at {t_sum(h, m)}."])
     return Scenario(blocks, summ, None)
 
 
@@ -852,9 +882,10 @@ def sc_study(c: Ctx) -> Scenario:
     exam_day = c.pick(["next Monday", "next Tuesday", "on the 15th", "in two weeks"])
     day = c.pick(ALLDAYS)
     h = c.pick([10, 11, 13, 14, 16, 18])
-    place = c.pick(["the library, second floor", "the library café", f"{B}'s flat", "the study room in Block C", "the big table in the student union"])
+    place = c.pick(["the library, second floor", "the library café", f"{B}'s flat", "the study room in Block C",
+                    "the big table in the student union"])
     place_b = place.replace(f"{B}'s flat", "my flat")
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"The {subj} exam is {exam_day} and I'm panicking. Study session?",
         f"Anyone up for revising {subj} together? Exam's {exam_day}",
         f"We should do a {subj} study group before the exam {exam_day}",
@@ -899,7 +930,7 @@ def sc_doctor(c: Ctx) -> Scenario:
     doc, label = c.pick(DOCS)
     d0 = c.pick(WEEKDAYS)
     h0, m0 = c.pick([9, 10, 11, 14, 15]), c.pick([0, 15, 30, 45])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Don't forget your {label} on {d0} at {c.t(h0, m0)}!",
         f"Reminder: {doc} {d0}, {c.t(h0, m0)}",
         f"You remember the {label} is {d0}, right? {c.t(h0, m0)}",
@@ -926,7 +957,6 @@ def sc_doctor(c: Ctx) -> Scenario:
     if lift:
         summ += f" {A} will drive {c.him(B)}."
     if c.k >= 3:
-        C = c.n[2]
         blocks.append([(2, "Can you ask them if they have any slots for me too?"), (1, "Sure")])
     return Scenario(blocks, summ, None)
 
@@ -937,11 +967,13 @@ DESTS = ["Lisbon", "Crete", "Krakow", "Porto", "Barcelona", "Edinburgh", "Split"
 def sc_holiday(c: Ctx) -> Scenario:
     A, B = c.n[0], c.n[1]
     d1, d2 = c.rng.sample(DESTS, 2)
-    dates, dates_sum = c.pick([("the first week of July", "in the first week of July"), ("the 12th to the 19th of August", "from the 12th to the 19th of August"),
-                               ("Easter", "over Easter"), ("mid-September", "in mid-September"), ("the May bank holiday weekend", "over the May bank holiday weekend")])
+    dates, dates_sum = c.pick([("the first week of July", "in the first week of July"),
+                               ("the 12th to the 19th of August", "from the 12th to the 19th of August"),
+                               ("Easter", "over Easter"), ("mid-September", "in mid-September"),
+                               ("the May bank holiday weekend", "over the May bank holiday weekend")])
     budget = c.pick([400, 500, 600, 800, 1000])
     stay = c.pick(["an Airbnb", "a hotel near the beach", "a hostel", "a small apartment in the old town", "a campsite"])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"So where are we going this summer? I'm thinking {d1}",
         f"Holiday planning time! {d1}?",
         f"I found cheap flights to {d1}!",
@@ -966,13 +998,16 @@ def sc_holiday(c: Ctx) -> Scenario:
         blocks.append([(2, "Can I come?? :D"), (0, c.pick(["Of course!", "The more the merrier"]))])
         extra = f" {C} is coming too."
     summ = c.pick([
-        f"{A} and {B} are going to {dest} {dates_sum} with a budget of about {c.money(budget)} each. {F} will book the flights and {S} will look for {stay}.",
-        f"{A} and {B} picked {dest} for a trip {dates_sum}." + (f" {B} didn't want {d1}." if switched else "") + f" {F} is booking flights and {S} is finding {stay}.",
+        f"{A} and {B} are going to {dest} {dates_sum} with a budget of about {c.money(budget)} each. {F} will book the flights and {S} will look for "
+        f"{stay}.",
+        f"{A} and {B} picked {dest} for a trip {dates_sum}."
+        + (f" {B} didn't want {d1}." if switched else "")
+        + f" {F} is booking flights and {S} is finding {stay}.",
     ])
     return Scenario(blocks, summ + extra, None)
 
 
-OCCASIONS = ["our anniversary", "a catch-up", f"the promotion", "Mum's visit", "the end of exams"]
+OCCASIONS = ["our anniversary", "a catch-up", "the promotion", "Mum's visit", "the end of exams"]
 
 
 def sc_dinner(c: Ctx) -> Scenario:
@@ -982,7 +1017,7 @@ def sc_dinner(c: Ctx) -> Scenario:
     on_day = day if day == "tomorrow" else f"on {day}"
     h, m = c.pick([18, 19, 20]), c.pick([0, 30, 0, 15])
     people = c.k + c.pick([0, 0, 1])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Dinner {day}? I fancy {r1}",
         f"Shall we go out for dinner {day}? Maybe {r1}?",
         f"We should celebrate! {cap(r1)} {on_day}?",
@@ -1021,7 +1056,7 @@ def sc_sitting(c: Ctx) -> Scenario:
     key_sum = key.replace("my neighbour", f"{c.his(A)} neighbour")
     if what == "kids":
         h1, h2 = c.pick([18, 19]), c.pick([22, 23])
-        blocks: List[Block] = [[(0, c.pick([
+        blocks: list[Block] = [[(0, c.pick([
             f"Huge favour: could you babysit on {d1} evening? We have a wedding do",
             f"Any chance you're free {d1} night to watch the kids?",
         ]))],
@@ -1067,7 +1102,7 @@ def sc_parcel(c: Ctx) -> Scenario:
     back = c.pick([13, 14, 15, 16])
     on_day = day if day == "tomorrow" else f"on {day}"
     item_sum = item.replace("my new", f"{c.his(A)} new").replace("for Mum", f"for {c.his(A)} mum")
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Will you be home {on_day}? I've got a parcel coming between {c.t(h1, 0)} and {c.t(h2, 0)}",
         f"Are you in {on_day}? {cap(item)} is being delivered, {c.t(h1, 0)}-{c.t(h2, 0)}",
     ]))]]
@@ -1084,7 +1119,8 @@ def sc_parcel(c: Ctx) -> Scenario:
                        (1, c.pick([f"Ask them to leave it with the neighbours at number {nb}?", f"Could it go to number {nb}? They're always in"])),
                        (0, c.pick(["Good idea, I'll add a note", f"Ok, I'll change it to number {nb}"]))])
         summ = c.pick([
-            f"{A}'s parcel with {item_sum} arrives {on_day}, but {B} is out until {t_sum(back, 0)}, so it will be left with the neighbours at number {nb}.",
+            f"{A}'s parcel with {item_sum} arrives {on_day}, but {B} is out until {t_sum(back, 0)}, so it will be left with the neighbours at number "
+            f"{nb}.",
             f"{B} can't take in {A}'s delivery {on_day}, so {A} will have it left at number {nb}.",
         ])
     return Scenario(blocks, summ, None)
@@ -1099,7 +1135,7 @@ def sc_workout(c: Ctx) -> Scenario:
     day = c.pick(ALLDAYS)
     h0 = c.pick([6, 7])
     h1 = c.pick([8, 9, 10])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Fancy {act} on {day}? {cap(c.t(h0, 30))} at {place}?",
         f"{day} morning: {act} at {place}? I was thinking {c.t(h0, 30)}",
         f"Are you up for {act} this {day}? Early, like {c.t(h0, 30)}, at {place}",
@@ -1126,7 +1162,8 @@ def sc_workout(c: Ctx) -> Scenario:
     return Scenario(blocks, summ + extra, None)
 
 
-FILMS = ["Jurassic Park", "Inception", "Paddington 2", "The Godfather", "Spirited Away", "Casablanca", "Alien", "Toy Story", "Parasite", "Back to the Future"]
+FILMS = ["Jurassic Park", "Inception", "Paddington 2", "The Godfather", "Spirited Away", "Casablanca", "Alien", "Toy Story", "Parasite",
+         "Back to the Future"]
 
 
 def sc_movienight(c: Ctx) -> Scenario:
@@ -1135,7 +1172,7 @@ def sc_movienight(c: Ctx) -> Scenario:
     day = c.pick(["Friday", "Saturday", "tonight", "Sunday"])
     h = c.pick([19, 20])
     m = c.pick([0, 30])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Movie night at mine {day}? {c.t(h, m)}",
         f"Who's up for a film at my place {day}? Thinking {c.t(h, m)}",
     ]))]]
@@ -1160,7 +1197,8 @@ def sc_movienight(c: Ctx) -> Scenario:
         blocks.append([(3, "I'll be late, start without me"), (0, "Ok!")])
         extra += f" {D} will arrive late."
     summ = c.pick([
-        f"{A} is hosting a movie night {'on ' if day not in ('tonight',) else ''}{day} at {t_sum(h, m)}. They'll watch {film}, and {B} will bring {bring[1]}.",
+        f"{A} is hosting a movie night {'on ' if day not in ('tonight',) else ''}{day} at {t_sum(h, m)}. They'll watch {film}, and {B} will bring "
+        f"{bring[1]}.",
         f"Movie night at {A}'s {'on ' if day != 'tonight' else ''}{day} at {t_sum(h, m)}: {film} instead of {f1}. {B} brings {bring[1]}.",
     ])
     return Scenario(blocks, summ + extra, None)
@@ -1174,7 +1212,7 @@ def sc_lostitem(c: Ctx) -> Scenario:
     found = c.pick(["behind the sofa cushions", "on the kitchen counter", "under the coat rack", "in the bathroom"])
     when, when_sum = c.pick([("to work tomorrow", "to work tomorrow"), ("on Friday", "on Friday"),
                              ("to book club on Thursday", "to book club on Thursday"), ("when I see you on Sunday", "when they meet on Sunday")])
-    blocks: List[Block] = [[(0, c.pick([
+    blocks: list[Block] = [[(0, c.pick([
         f"Did I leave my {item} {spot}? Can't find {it} anywhere",
         f"Have you seen my {item}? I think I left {it} {spot}",
     ]))]]
@@ -1209,11 +1247,12 @@ def sc_groceries(c: Ctx) -> Scenario:
     items = c.rng.sample(GROCERIES, c.pick([2, 3]))
     more = c.pick([g for g in GROCERIES if g not in items])
     chore = c.pick(["take the bins out", "do the dishes", "clean the bathroom", "hoover the living room"])
-    blocks: List[Block] = [[(0, c.pick(["At the supermarket, need anything?", "I'm at Tesco, anything we need?", "Popping to the shop, shopping list?"]))]]
-    blocks.append([(1, c.pick([f"We're out of {join_names(items)}", f"{cap(join_names(items))} please!", f"{cap(join_names(items))}. That's it I think"]))])
+    blocks: list[Block] = [[(0, c.pick(["At the supermarket, need anything?", "I'm at Tesco, anything we need?",
+                                        "Popping to the shop, shopping list?"]))]]
+    blocks.append([(1, c.pick([f"We're out of {join_names(items)}", f"{cap(join_names(items))} please!",
+                               f"{cap(join_names(items))}. That's it I think"]))])
     got = list(items)
     if c.k >= 3:
-        C = c.n[2]
         blocks.append([(2, f"And {more}!"), (0, "Ok")])
         got.append(more)
     elif c.chance(0.5):
@@ -1227,7 +1266,7 @@ def sc_groceries(c: Ctx) -> Scenario:
     return Scenario(blocks, summ, None)
 
 
-SCENARIOS: List[Tuple[Callable[[Ctx], Scenario], Tuple[int, ...]]] = [
+SCENARIOS: list[tuple[Callable[[Ctx], Scenario], tuple[int, ...]]] = [
     (sc_meeting, (2, 2, 3, 4)),
     (sc_borrow, (2, 2, 2, 3)),
     (sc_delay, (2, 2, 2, 3)),
@@ -1255,7 +1294,7 @@ SCENARIOS: List[Tuple[Callable[[Ctx], Scenario], Tuple[int, ...]]] = [
 GREETINGS = ["Hi {o}!", "Hey {o}!", "Hi!", "Hello!", "Hey!", "Morning!", "Hiya!", "{o}!"]
 
 
-def _assemble(c: Ctx, sc: Scenario) -> Optional[List[Turn]]:
+def _assemble(c: Ctx, sc: Scenario) -> list[Turn] | None:
     rng = c.rng
     blocks = [list(b) for b in sc.blocks]
     # Optional greeting merged into the first turn.
@@ -1314,7 +1353,7 @@ def limit_sentences(summary: str, max_sentences: int = 3) -> str:
     return " ".join(head + [merged])
 
 
-def _one(rng: random.Random) -> Dict[str, str]:
+def _one(rng: random.Random) -> dict[str, str]:
     while True:
         fn, ks = rng.choice(SCENARIOS)
         k = rng.choice(ks)
@@ -1327,7 +1366,7 @@ def _one(rng: random.Random) -> Dict[str, str]:
         return {"dialogue": dialogue, "summary": limit_sentences(sc.summary)}
 
 
-def generate(n: int, seed: int, exclude: Optional[set] = None) -> List[Dict[str, str]]:
+def generate(n: int, seed: int, exclude: set | None = None) -> list[dict[str, str]]:
     """Generate ``n`` unique rows with ``random.Random(seed)``.
 
     Dialogues found in ``exclude`` (or already generated) are skipped, which
@@ -1335,7 +1374,7 @@ def generate(n: int, seed: int, exclude: Optional[set] = None) -> List[Dict[str,
     """
     rng = random.Random(seed)
     seen = set(exclude or ())
-    rows: List[Dict[str, str]] = []
+    rows: list[dict[str, str]] = []
     while len(rows) < n:
         row = _one(rng)
         if row["dialogue"] in seen:
@@ -1345,19 +1384,19 @@ def generate(n: int, seed: int, exclude: Optional[set] = None) -> List[Dict[str,
     return rows
 
 
-def build_all() -> Tuple[List[Dict[str, str]], List[Dict[str, str]]]:
+def build_all() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Return (train_rows, heldout_rows) exactly as shipped."""
     train = generate(N_TRAIN, TRAIN_SEED)
     heldout = generate(N_HELDOUT, HELDOUT_SEED, exclude={r["dialogue"] for r in train})
     return train, heldout
 
 
-def dumps_rows(rows: List[Dict[str, str]]) -> str:
+def dumps_rows(rows: list[dict[str, str]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def write_all(out_dir: Optional[Path] = None) -> Tuple[Path, Path]:
-    out = Path(out_dir) if out_dir is not None else Path(__file__).resolve().parent
+def write_all(out_dir: Path | None = None) -> tuple[Path, Path]:
+    out = Path(out_dir) if out_dir is not None else PACKAGE_DATASETS
     out.mkdir(parents=True, exist_ok=True)
     train, heldout = build_all()
     p_train, p_held = out / TRAIN_FILE, out / HELDOUT_FILE
@@ -1366,8 +1405,11 @@ def write_all(out_dir: Optional[Path] = None) -> Tuple[Path, Path]:
     return p_train, p_held
 
 
-def main() -> None:
-    p_train, p_held = write_all()
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the bundled dialogue -> summary jsonl files.")
+    parser.add_argument("output_dir", nargs="?", type=Path, default=PACKAGE_DATASETS,
+                        help="where to write them (default: the package's datasets folder)")
+    p_train, p_held = write_all(parser.parse_args(argv).output_dir)
     print(f"wrote {p_train} ({N_TRAIN} rows) and {p_held} ({N_HELDOUT} rows)")
 
 
