@@ -20,8 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch starts its thread pool
 os.environ.setdefault("SCLORA_QUIET", "1")
+
+import torch  # noqa: E402
+
+from sclora_tools import calibrate, init, sweep  # noqa: E402
 
 
 def main() -> None:
@@ -35,9 +39,6 @@ def main() -> None:
     parser.add_argument("--targets", default=None, help="comma-separated short names; default: every linear layer")
     args = parser.parse_args()
     betas = [float(b) for b in args.betas.split(",")]
-
-    from sclora_tools import calibrate, init, sweep
-
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         targets = args.targets.split(",") if args.targets else None
@@ -56,7 +57,7 @@ def main() -> None:
               for i, beta in enumerate(swept["config"]["betas"]) for name in measured[beta]
               for j, key in enumerate(("energy_pos", "energy_neg")))
     layers = len(swept["layers"])
-    print(f"model {args.model}, {layers} layers, rank {args.rank}, {len(betas)} betas, torch threads {__import__('torch').get_num_threads()}")
+    print(f"model {args.model}, {layers} layers, rank {args.rank}, {len(betas)} betas, torch threads {torch.get_num_threads()}")
     print(f"init once per beta : {sum(per_beta):8.1f} s  ({sum(per_beta) / len(betas):.1f} s per beta)")
     print(f"sweep, all betas   : {sweep_seconds:8.1f} s  ({sweep_seconds / len(betas):.1f} s per beta)")
     print(f"speed-up           : {sum(per_beta) / sweep_seconds:8.1f}x")

@@ -15,7 +15,7 @@ from .stages.evaluate import evaluate  # noqa: E402
 from .stages.init import init  # noqa: E402
 from .stages.merge import merge  # noqa: E402
 from .stages.push import push  # noqa: E402
-from .stages.sweep import sweep  # noqa: E402
 from .stages.train import train  # noqa: E402
+from .workflows.sweep import sweep  # noqa: E402
 
 __all__ = ["__version__", "calibrate", "evaluate", "init", "merge", "preprocess_sclora", "push", "sweep", "train"]

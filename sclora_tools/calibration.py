@@ -1,6 +1,6 @@
-"""What a calibration holds and whom it serves: the covariance site of every target for SC-LoRA
-and for input-side methods, the model it was made for, and whether it can serve a method.
-Shared by the stages that read a calibration (init, sweep) and the PEFT integration."""
+"""What a calibration serves: the covariance site each init method reads, the `--for` list, the
+model it was made for, and a one-sentence refusal for a method it cannot serve. Shared by the
+stages that read a calibration (init, sweep) and the PEFT integration."""
 
 from __future__ import annotations
 
@@ -10,32 +10,19 @@ from . import models
 from .core.methods import METHODS
 from .errors import InputError, MismatchError, UsageError
 from .io.checkpoint import CheckpointReader
+from .io.manifest import Manifest
+from .io.manifest_types import SiteRecord
 
 ALL = "all"
 
 
-def subspace_sites(calibration: dict) -> dict[str, dict]:
-    """target -> the site SC-LoRA reads: its output site where calibrate stored one (the smaller
-    side), else the input site that serves it."""
-    sites: dict[str, dict] = {}
-    for site in calibration["config"]["sites"]:
-        for target in site["serves"]:
-            if target not in sites or site["side"] == "output":
-                sites[target] = site
-    return sites
-
-
-def input_sites(calibration: dict) -> dict[str, dict]:
-    """target -> the input-side site that serves it (targets without one are absent)."""
-    return {target: site for site in calibration["config"]["sites"] if site["side"] == "input" for target in site["serves"]}
-
-
-def sites_for_method(calibration: dict, method: str) -> dict[str, dict]:
+def sites_for_method(calibration: Manifest, method: str) -> dict[str, SiteRecord]:
     """target -> the site `method` reads (empty for methods that read no covariance)."""
     kind = METHODS[method].site
     if kind is None:
         return {}
-    return subspace_sites(calibration) if kind == "subspace" else input_sites(calibration)
+    config = calibration.config
+    return config.site_of_target() if kind == "subspace" else config.input_site_of_target()
 
 
 def parse_for(text: str | list[str] | None) -> list[str]:
@@ -54,11 +41,12 @@ def needs_every_input(methods: list[str]) -> bool:
     return any(METHODS[m].site == "input" for m in methods)
 
 
-def check_serves(calibration: dict, method: str) -> None:
+def check_serves(calibration: Manifest, method: str) -> None:
     """Refuse, in one sentence, a method whose covariances this calibration did not store."""
     if METHODS[method].site != "input":
         return
-    lacking = sorted(set(subspace_sites(calibration)) - set(input_sites(calibration)))
+    config = calibration.config
+    lacking = sorted(set(config.site_of_target()) - set(config.input_site_of_target()))
     if lacking:
         more = f" and {len(lacking) - 1} more layer{'s' if len(lacking) > 2 else ''}" if len(lacking) > 1 else ""
         raise InputError(
@@ -67,18 +55,18 @@ def check_serves(calibration: dict, method: str) -> None:
         )
 
 
-def locate_model(calibration: dict, override: str | Path | None) -> Path:
+def locate_model(calibration: Manifest, override: str | Path | None) -> Path:
     """The calibrated model's directory (or --model), checked against the recorded weight hashes."""
     if override is not None:
         path = Path(override).expanduser()
         if not path.is_dir():
             raise InputError(f"--model {override} is not a directory; pass the local model directory.")
     else:
-        recorded = Path(calibration["model"]["path"])
-        path = recorded if recorded.is_dir() else models.resolve_model(calibration["model"]["spec"]).path
-    if models.weight_file_hashes(path) != calibration["model"]["weight_files"]:
+        recorded = Path(calibration.model.path)
+        path = recorded if recorded.is_dir() else models.resolve_model(calibration.model.spec).path
+    if models.weight_file_hashes(path) != calibration.model.weight_files:
         raise MismatchError(
-            f"the weights in {path} are not the ones this calibration was made for ({calibration['model']['id']}); "
+            f"the weights in {path} are not the ones this calibration was made for ({calibration.model.id}); "
             "pass --model with the calibrated model or re-run calibrate."
         )
     return path.resolve()

@@ -24,14 +24,15 @@ import torch
 from torch import nn
 
 from .. import models, ui
-from ..calibration import check_serves, sites_for_method, subspace_sites
+from ..calibration import check_serves, sites_for_method
 from ..collect import Collector, plan_sites
 from ..core.covariance import normalize
 from ..core.layer_init import InitSettings, SiteCovariances, initialize_layer
 from ..core.methods import METHODS, SUBSPACE_METHODS
 from ..errors import InputError, MismatchError, UsageError
 from ..io.covariances import open_covariances
-from ..io.manifest import read_manifest, verify_files
+from ..io.manifest import Manifest, load_manifest, verify_files
+from ..io.manifest_types import CALIBRATION_ROLES, Role, SiteRecord
 
 PREFIX = "base_model.model."
 PLAIN_INITS = (True, False, "gaussian")  # PEFT inits that leave the base weights untouched
@@ -57,7 +58,7 @@ def preprocess_sclora(
     the share of Cov+ / Cov- energy inside span(B_init) over all layers."""
     layers = lora_layers(model, adapter_name)
     check_request(model, adapter_name, method, beta, calibration, pos, neg, layers)
-    with covariance_source(model, layers, calibration, {"pos": pos, "neg": neg}, method, progress) as source:
+    with covariance_source(model, layers, calibration, {Role.POS: pos, Role.NEG: neg}, method, progress) as source:
         results = {}
         with torch.no_grad():
             for index, (name, layer) in enumerate(layers.items()):
@@ -89,7 +90,8 @@ def check_request(model, adapter_name, method, beta, calibration, pos, neg, laye
     if config.use_dora or config.lora_bias:
         raise UsageError("DoRA and lora_bias change what B A means; build the LoraConfig without use_dora and lora_bias.")
     if config.init_lora_weights not in PLAIN_INITS:
-        raise UsageError(f"init_lora_weights={config.init_lora_weights!r} already changed the base weights; build the model with the default init_lora_weights=True.")
+        raise UsageError(f"init_lora_weights={config.init_lora_weights!r} already changed the base weights; "
+                         "build the model with the default init_lora_weights=True.")
     if method not in METHODS:
         raise UsageError(f"method {method!r} is unknown; choose one of {', '.join(METHODS)}.")
     if not 0.0 <= beta <= 1.0:
@@ -99,23 +101,29 @@ def check_request(model, adapter_name, method, beta, calibration, pos, neg, laye
         raise UsageError(f"{done[0]} was already initialised by preprocess_sclora; build a fresh model with get_peft_model.")
     if calibration is not None and (pos is not None or neg is not None):
         raise UsageError("pass either a calibration directory or pos= / neg= data loaders, not both.")
-    missing = [role for role in METHODS[method].roles if calibration is None and {"pos": pos, "neg": neg}[role] is None]
+    given = {Role.POS: pos, Role.NEG: neg}
+    missing = [Role.parse(role) for role in METHODS[method].roles if calibration is None and given[Role.parse(role)] is None]
     if missing:
-        flags = " and ".join(f"{role}=" for role in missing)
+        flags = " and ".join(f"{role.short}=" for role in missing)
         raise UsageError(f"method {method} needs {flags} data loaders (or a calibration directory); pass them.")
 
 
 class Covariances:
-    """Site records (as a calibration manifest holds them) and a reader for each role."""
+    """Where the covariances are (a calibration's typed manifest, or one made up for the sites the
+    data loaders were collected at) and a reader `read(role, key)`."""
 
-    def __init__(self, sites: list[dict], read) -> None:
-        self.config = {"config": {"sites": sites}}
+    def __init__(self, calibration: Manifest, read) -> None:
+        self.calibration = calibration
         self.read = read
 
-    def site_covariances(self, site: dict | None, roles: tuple[str, ...]) -> SiteCovariances:
+    def site_covariances(self, site: SiteRecord | None, roles: tuple[Role, ...]) -> SiteCovariances:
         if site is None:
             return SiteCovariances(None, None, "input")
-        return SiteCovariances(*(self.read(role, site["key"]) if role in roles else None for role in ("pos", "neg")), site["side"])
+        return SiteCovariances(*(self.read(role, site.key) if role in roles else None for role in CALIBRATION_ROLES), site.side)
+
+
+def sites_manifest(sites: list[dict]) -> Manifest:
+    return Manifest.from_dict({"kind": "calibration", "config": {"sites": sites}})
 
 
 @contextlib.contextmanager
@@ -124,36 +132,36 @@ def covariance_source(model, layers, calibration, loaders: dict, method: str, pr
         with calibration_source(Path(calibration), model, layers, method) as source:
             yield source
     elif method == "lora" or all(loader is None for loader in loaders.values()):
-        yield Covariances([], lambda role, key: None)  # nothing to read (PiSSA, MiLoRA, OLoRA, LoRA)
+        yield Covariances(sites_manifest([]), lambda role, key: None)  # nothing to read (PiSSA, MiLoRA, OLoRA, LoRA)
     else:
         yield loader_source(model, layers, loaders, method, progress)
 
 
 @contextlib.contextmanager
 def calibration_source(directory: Path, model, layers: dict, method: str) -> Iterator[Covariances]:
-    calibration = read_manifest(directory, "calibration")
+    calibration = load_manifest(directory, "calibration")
     verify_files(directory, calibration)
     check_serves(calibration, method)
     check_same_model(calibration, model, layers)
-    with open_covariances(directory, "pos") as pos, open_covariances(directory, "neg") as neg:
-        files = {"pos": pos, "neg": neg}
-        yield Covariances(calibration["config"]["sites"], lambda role, key: files[role].get(key))
+    with open_covariances(directory, Role.POS) as pos, open_covariances(directory, Role.NEG) as neg:
+        files = {Role.POS: pos, Role.NEG: neg}
+        yield Covariances(calibration, lambda role, key: files[role].get(key))
 
 
-def check_same_model(calibration: dict, model, layers: dict) -> None:
+def check_same_model(calibration: Manifest, model, layers: dict) -> None:
     """Every targeted layer was calibrated, and the model is the calibrated one (by name, or by
     the sha256 of its weight files when it was loaded from another local directory)."""
-    calibrated = subspace_sites(calibration)
+    calibrated = calibration.config.site_of_target()
     missing = [name for name in layers if name not in calibrated]
     if missing:
         raise MismatchError(f"{missing[0]} was not calibrated in this calibration; calibrate with --targets covering every LoRA target.")
     source = str(getattr(model.get_base_model(), "name_or_path", "") or "")
-    recorded = calibration["model"]
-    if source in {recorded.get("id"), recorded.get("spec"), recorded.get("path")}:
+    recorded = calibration.model
+    if source in {recorded.id, recorded.spec, recorded.path}:
         return
-    if source and Path(source).is_dir() and models.weight_file_hashes(Path(source)) == recorded["weight_files"]:
+    if source and Path(source).is_dir() and models.weight_file_hashes(Path(source)) == recorded.weight_files:
         return
-    raise MismatchError(f"the model ({source or 'unnamed'}) is not the one this calibration was made for ({recorded['id']}); "
+    raise MismatchError(f"the model ({source or 'unnamed'}) is not the one this calibration was made for ({recorded.id}); "
                         "calibrate this model or load the calibrated one.")
 
 
@@ -171,7 +179,7 @@ def loader_source(model, layers: dict, loaders: dict, method: str, progress: boo
     finally:
         inner.train(was_training)
     records = [{"key": s.key, "module": s.module, "side": s.side, "dim": s.dim, "serves": list(s.serves)} for s in sites]
-    return Covariances(records, lambda role, key: covariances[role][key] if role in covariances else None)
+    return Covariances(sites_manifest(records), lambda role, key: covariances[role][key] if role in covariances else None)
 
 
 def batch_tensors(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,7 +196,7 @@ def collect(inner, sites, loader, device, role: str, progress: bool) -> dict[str
     decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else inner
     samples = 0
     with Collector(inner, sites, torch.float64, device) as collector, torch.inference_mode(), ui.progress_bar(progress) as bar:
-        task = bar.add_task(f"covariances {'+' if role == 'pos' else '-'}", total=None, rate="")
+        task = bar.add_task(f"covariances {role}", total=None, rate="")
         for batch in loader:
             input_ids, mask = batch_tensors(batch, device)
             collector.mask = mask
@@ -196,7 +204,7 @@ def collect(inner, sites, loader, device, role: str, progress: bool) -> dict[str
             samples += input_ids.shape[0]
             bar.update(task, advance=input_ids.shape[0])
     if samples == 0 or any(moment.tokens == 0 for moment in collector.moments.values()):
-        raise InputError(f"the {role} data loader gave no tokens; pass a loader with at least one non-empty batch.")
+        raise InputError(f"the {role.short} data loader gave no tokens; pass a loader with at least one non-empty batch.")
     return {key: normalize(moment.total, moment.tokens, samples, "token").cpu() for key, moment in collector.moments.items()}
 
 
@@ -210,9 +218,10 @@ def initialize_peft_layer(name, layer, adapter_name, source: Covariances, method
     if settings.rank > min(base.weight.shape):
         raise UsageError(f"r = {settings.rank} exceeds min(d_out, d_in) = {min(base.weight.shape)} of {name}; choose a smaller r.")
     spec = METHODS[method]
-    energy = source.site_covariances(subspace_sites(source.config).get(name), ("pos", "neg")) if method in SUBSPACE_METHODS else None
-    read = sites_for_method(source.config, method).get(name) if spec.site else None
-    covariances = source.site_covariances(read, spec.roles)
+    energy = source.site_covariances(source.calibration.config.site_of_target().get(name), CALIBRATION_ROLES) \
+        if method in SUBSPACE_METHODS else None
+    read = sites_for_method(source.calibration, method).get(name) if spec.site else None
+    covariances = source.site_covariances(read, tuple(Role.parse(role) for role in spec.roles))
     if spec.site == "input" and read is None:
         raise InputError(f"{name} has no input-side covariance, which {method} needs; calibrate with --for {method}.")
     weight = base.weight.detach().cpu()
@@ -229,7 +238,7 @@ def initialize_peft_layer(name, layer, adapter_name, source: Covariances, method
 
 def summary(results: dict[str, dict], method: str, beta: float) -> dict:
     out = {"method": method, "beta": beta if METHODS[method].uses_beta else None, "layers": results}
-    for label in ("pos", "neg"):
+    for label in (role.short for role in CALIBRATION_ROLES):
         if results and all(f"captured_{label}" in d for d in results.values()):
             trace = sum(d[f"trace_{label}"] for d in results.values())
             out[f"energy_{label}"] = sum(d[f"captured_{label}"] for d in results.values()) / trace if trace > 0 else 0.0

@@ -26,7 +26,7 @@ def frontier_png(path: Path, betas: list[float], energy_pos: list[float], energy
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4.5), dpi=120)
     axes.plot(energy_neg, energy_pos, marker="o", color="tab:blue")
-    for i, (beta, x, y) in enumerate(zip(betas, energy_neg, energy_pos)):  # alternate sides: near beta = 1 points crowd
+    for i, (beta, x, y) in enumerate(zip(betas, energy_neg, energy_pos, strict=True)):  # alternate sides: near beta = 1 points crowd
         axes.annotate(f"beta={beta:g}", (x, y), textcoords="offset points", xytext=(6, -10 if i % 2 else 3), fontsize=8)
     axes.set_xlabel("share of Cov- energy in the subspace (what fine-tuning may disturb)")
     axes.set_ylabel("share of Cov+ energy in the subspace (what it learns from)")

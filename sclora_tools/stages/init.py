@@ -3,7 +3,6 @@ the corrections that rebuild W0 bit-exactly. Streams the checkpoint one tensor a
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,21 +10,20 @@ from pathlib import Path
 import torch
 
 from .. import ui
-from ..calibration import check_ranks, check_serves, locate_model, sites_for_method, subspace_sites
+from ..calibration import check_ranks, check_serves, locate_model, sites_for_method
 from ..core import methods
 from ..core.layer_init import InitSettings, LayerInit, SiteCovariances, initialize_layer
 from ..errors import NumericalError, UsageError
 from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
 from ..io.corrections import FILE as CORRECTIONS
 from ..io.corrections import write_corrections
 from ..io.covariances import open_covariances
 from ..io.hashing import sha256_tensor
-from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
+from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
+from ..io.manifest_types import CALIBRATION_ROLES, Role, SiteRecord
 
 
 def init(
@@ -44,13 +42,13 @@ def init(
     """Initialise adapters from a calibration; returns the written manifest."""
     started = time.time()
     calibration_dir = Path(calibration_dir)
-    calibration = read_manifest(calibration_dir, "calibration")
+    calibration = load_manifest(calibration_dir, "calibration")
     verify_files(calibration_dir, calibration)
     settings = check_settings(method, beta, rank, alpha, seed)
     check_serves(calibration, method)
     model_dir = locate_model(calibration, model)
     reader = CheckpointReader(model_dir)
-    sites = LayerSites(subspace=subspace_sites(calibration), method=sites_for_method(calibration, method))
+    sites = LayerSites(subspace=calibration.config.site_of_target(), method=sites_for_method(calibration, method))
     check_ranks(reader, sites.subspace, rank)
     if method == "sclora":
         warn_unstable_beta(calibration, reader, sites.subspace, beta)
@@ -58,24 +56,25 @@ def init(
         layers, source_hashes = write_residual(reader, calibration_dir, sites, settings, staging / "residual", shard_bytes, progress)
         copy_model_files(model_dir, staging / "residual")
         pairs = {name: LoraPair(a=layer.a, b=layer.b) for name, layer in layers.items()}
-        write_adapter(staging / "adapter", pairs, settings.rank, settings.alpha, calibration["model"]["id"])
+        write_adapter(staging / "adapter", pairs, settings.rank, settings.alpha, calibration.model.id)
         write_corrections(staging / CORRECTIONS, {name: layer.correction for name, layer in layers.items()})
         manifest = new_manifest(
             "init",
-            model={**calibration["model"], "path": str(model_dir)},
+            model={**calibration.raw["model"], "path": str(model_dir)},
             config={"method": method, "beta": beta if methods.METHODS[method].uses_beta else None, "rank": rank,
                     "alpha": settings.alpha, "scale": settings.scale, "seed": seed, "targets": list(sites.subspace),
-                    "method_settings": method_settings(method), "normalization": calibration["config"]["normalization"],
-                    "checkpoint_dtype": calibration["model"]["checkpoint_dtype"]},
-            datasets=calibration["datasets"],
-            parents=[{"kind": "calibration", "path": str(calibration_dir.resolve()), "manifest": calibration}],
+                    "normalization": calibration.config.normalization, "checkpoint_dtype": calibration.model.checkpoint_dtype,
+                    "method_settings": method_settings(method)},
+            datasets=calibration.raw["datasets"],
+            parents=[parent_entry(calibration_dir, calibration)],
             source_tensors=source_hashes,
             layers={name: layer.diagnostics for name, layer in layers.items()},
             summary=totals(layers, time.time() - started),
         )
         manifest = write_manifest(staging, manifest)
-    warn_degenerate_null_space(manifest)
-    report(manifest, Path(output_dir))
+    typed = Manifest.from_dict(manifest)
+    warn_degenerate_null_space(typed)
+    report(typed, Path(output_dir))
     return manifest
 
 
@@ -84,15 +83,17 @@ class LayerSites:
     """Per target: the SC-LoRA site (where the energy diagnostics are measured) and the site the
     method reads (empty when it reads none)."""
 
-    subspace: dict[str, dict]
-    method: dict[str, dict]
+    subspace: dict[str, SiteRecord]
+    method: dict[str, SiteRecord]
 
 
 def method_settings(method: str) -> dict:
-    """What the method is and which covariances it read, for the manifest and the card."""
+    """What the method is and which covariances it read, for the manifest and the card: SC-LoRA
+    reads the layer-output covariance (collected at the input where that is cheaper), the
+    input-side methods the covariance of the layer's input x."""
     spec = methods.METHODS[method]
-    reads = [f"{spec.site}-side Cov{'+' if role == 'pos' else '-'}" for role in spec.roles] if spec.site else []
-    return {"summary": spec.summary, "reads": reads}
+    where = "layer-output" if spec.site == "subspace" else "input-side"
+    return {"summary": spec.summary, "reads": [f"{where} Cov{Role.parse(role)}" for role in spec.roles]}
 
 
 def check_settings(method: str, beta: float, rank: int, alpha: float | None, seed: int) -> InitSettings:
@@ -108,16 +109,16 @@ def check_settings(method: str, beta: float, rank: int, alpha: float | None, see
     return InitSettings(method=method, beta=beta, rank=rank, alpha=alpha, seed=seed)
 
 
-def warn_unstable_beta(calibration: dict, reader: CheckpointReader, sites: dict, beta: float) -> None:
+def warn_unstable_beta(calibration: Manifest, reader: CheckpointReader, sites: dict[str, SiteRecord], beta: float) -> None:
     """At beta = 1 the top eigenvalues of -Cov- are its zero ones wherever Cov- has rank < d_out
     (fewer - tokens than d_out, or an input site with d_in < d_out): the subspace is not unique."""
     if beta < 1.0:
         return
-    neg_tokens = next(d["tokens"] for d in calibration["datasets"] if d["role"] == "-")
+    neg_tokens = calibration.dataset(Role.NEG).tokens
     deficient = []
     for target, site in sites.items():
         d_out, d_in = reader.shape_of(f"{target}.weight")
-        rank_bound = min(neg_tokens, d_in if site["side"] == "input" else d_out)
+        rank_bound = min(neg_tokens, d_in if site.side == "input" else d_out)
         if rank_bound < d_out:
             deficient.append(target)
     if deficient:
@@ -125,20 +126,20 @@ def warn_unstable_beta(calibration: dict, reader: CheckpointReader, sites: dict,
                 f"with {neg_tokens} - tokens; paper, appendix B); use beta < 1 or calibrate with more - samples.")
 
 
-def write_residual(reader, calibration_dir, sites: LayerSites, settings, out_dir, shard_bytes, progress):
+def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_bytes, progress):
     """Copy the checkpoint tensor by tensor, replacing each target weight with its W_res."""
     memory.return_large_blocks_to_the_os()
     writer = ShardedWriter(out_dir, shard_bytes)
     layers, source_hashes = {}, {}
-    with open_covariances(calibration_dir, "pos") as pos, open_covariances(calibration_dir, "neg") as neg, \
+    with open_covariances(calibration_dir, Role.POS) as pos, open_covariances(calibration_dir, Role.NEG) as neg, \
             ui.progress_bar(progress) as bar:
         task = bar.add_task("init", total=len(reader.names), rate="")
         for name in reader.names:
             tensor = reader.read(name)
             source_hashes[name] = sha256_tensor(tensor)
-            target = name[: -len(".weight")] if name.endswith(".weight") else None
+            target = module_of(name)
             if target in sites.subspace:
-                layer = init_target(target, tensor, sites, {"pos": pos, "neg": neg}, settings, len(layers))
+                layer = init_target(target, tensor, sites, {Role.POS: pos, Role.NEG: neg}, settings, len(layers))
                 layers[target], tensor = layer, layer.w_res
             writer.add(name, tensor)
             memory.trim()
@@ -147,8 +148,8 @@ def write_residual(reader, calibration_dir, sites: LayerSites, settings, out_dir
     return layers, source_hashes
 
 
-def read_site(files: dict, site: dict, roles: tuple[str, ...]) -> SiteCovariances:
-    return SiteCovariances(*(files[role].get(site["key"]) if role in roles else None for role in ("pos", "neg")), site["side"])
+def read_site(files: dict, site: SiteRecord, roles: tuple[Role, ...]) -> SiteCovariances:
+    return SiteCovariances(*(files[role].get(site.key) if role in roles else None for role in CALIBRATION_ROLES), site.side)
 
 
 def init_target(target, weight, sites: LayerSites, files: dict, settings, index) -> LayerInit:
@@ -156,13 +157,13 @@ def init_target(target, weight, sites: LayerSites, files: dict, settings, index)
     if not bool(torch.isfinite(weight).all()):
         raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
     subspace_site, read = sites.subspace[target], sites.method.get(target)
-    energy_site = read_site(files, subspace_site, ("pos", "neg")) if settings.method in methods.SUBSPACE_METHODS else None
+    energy_site = read_site(files, subspace_site, CALIBRATION_ROLES) if settings.method in methods.SUBSPACE_METHODS else None
     if read is None:
         covariances = SiteCovariances(None, None, "input")
-    elif energy_site is not None and read["key"] == subspace_site["key"]:
+    elif energy_site is not None and read.key == subspace_site.key:
         covariances = energy_site
     else:
-        covariances = read_site(files, read, methods.METHODS[settings.method].roles)
+        covariances = read_site(files, read, tuple(Role.parse(role) for role in methods.METHODS[settings.method].roles))
     try:
         layer = initialize_layer(weight, covariances.pos, covariances.neg, covariances.side, settings, index, energy_site)
     except ValueError as exc:
@@ -170,15 +171,6 @@ def init_target(target, weight, sites: LayerSites, files: dict, settings, index)
     if not bool(torch.isfinite(layer.w_res).all()):
         raise NumericalError(f"W_res of {target} holds NaN or Inf; check the calibration covariances.")
     return layer
-
-
-def copy_model_files(model_dir: Path, out_dir: Path) -> None:
-    """config, generation config, tokenizer and chat template: every non-weight file at the top,
-    but no provenance file (manifest.json, sclora_*.json) whose hashes describe other weights."""
-    for path in sorted(Path(model_dir).iterdir()):
-        if path.is_file() and not path.name.startswith((".", "sclora_")) and not path.name.endswith(WEIGHT_SUFFIXES) \
-                and not path.name.endswith(".index.json") and path.name != "manifest.json":
-            shutil.copy2(path, out_dir / path.name)
 
 
 def null_space_summary(diagnostics: list[dict]) -> dict:
@@ -192,8 +184,8 @@ def null_space_summary(diagnostics: list[dict]) -> dict:
             "null_energy_share_max": max(shares), "null_energy_share_mean": sum(shares) / len(shares)}
 
 
-def warn_degenerate_null_space(manifest: dict) -> None:
-    count = manifest["summary"].get("layers_not_unique")
+def warn_degenerate_null_space(manifest: Manifest) -> None:
+    count = manifest.summary.layers_not_unique
     if count:
         ui.warn(f"the LoRA-Null null space is not unique in {count} layers (the (r+1) smallest eigenvalues of the - input "
                 "covariance are all 0: fewer - tokens than input dimensions); calibrate with more - samples.")
@@ -208,7 +200,7 @@ def totals(layers: dict[str, LayerInit], seconds: float) -> dict:
         "target_weight_bytes": sum(d["weight_bytes"] for d in diagnostics),
     }
     out["correction_fraction"] = out["correction_bytes"] / max(out["target_weight_bytes"], 1)
-    for label in ("pos", "neg"):
+    for label in (role.short for role in CALIBRATION_ROLES):
         if all(f"captured_{label}" in d for d in diagnostics):
             captured = sum(d[f"captured_{label}"] for d in diagnostics)
             trace = sum(d[f"trace_{label}"] for d in diagnostics)
@@ -218,18 +210,18 @@ def totals(layers: dict[str, LayerInit], seconds: float) -> dict:
     return out
 
 
-def report(manifest: dict, output_dir: Path) -> None:
-    config, summary = manifest["config"], manifest["summary"]
-    rows = [("output", str(output_dir)), ("method", config["method"]),
-            ("beta / rank / alpha", f"{config['beta'] if config['beta'] is not None else '-'} / {config['rank']} / {config['alpha']:g}"),
-            ("layers", str(summary["layers"]))]
-    if "energy_pos" in summary:
-        rows.append(("Cov+ energy in span(B)", f"{summary['energy_pos']:.2%}"))
-        rows.append(("Cov- energy in span(B)", f"{summary['energy_neg']:.2%}"))
-    if summary.get("null_energy_share_max") is not None:
-        gap = summary["null_gap_ratio_min"]
+def report(manifest: Manifest, output_dir: Path) -> None:
+    config, summary = manifest.config, manifest.summary
+    rows = [("output", str(output_dir)), ("method", config.method),
+            ("beta / rank / alpha", f"{config.beta if config.beta is not None else '-'} / {config.rank} / {config.alpha:g}"),
+            ("layers", str(summary.layers))]
+    if summary.energy_pos is not None:
+        rows.append(("Cov+ energy in span(B)", f"{summary.energy_pos:.2%}"))
+        rows.append(("Cov- energy in span(B)", f"{summary.energy_neg:.2%}"))
+    if summary.null_energy_share_max is not None:
+        gap = summary.null_gap_ratio_min
         rows.append(("null-space eigen-gap", f"lambda_r+1 / lambda_r >= {gap:.3g}" if gap is not None else "exact null spaces (lambda_r = 0)"))
-        rows.append(("Cov- input energy in null space", f"{summary['null_energy_share_mean']:.2e} mean, {summary['null_energy_share_max']:.2e} max"))
-    rows.append(("exact-rebuild extra bytes", f"{summary['correction_bytes']:,} ({summary['correction_fraction']:.2%} of target weights)"))
-    rows.append(("time", f"{summary['seconds']} s"))
+        rows.append(("Cov- input energy in null space", f"{summary.null_energy_share_mean:.2e} mean, {summary.null_energy_share_max:.2e} max"))
+    rows.append(("exact-rebuild extra bytes", f"{summary.correction_bytes:,} ({summary.correction_fraction:.2%} of target weights)"))
+    rows.append(("time", f"{summary.seconds} s"))
     ui.show(ui.summary_table("sclora init", rows))

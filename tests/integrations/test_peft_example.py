@@ -12,16 +12,17 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from sclora_tools import calibrate
+from tests.calibrations import DEFAULT_CALIBRATION
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "peft_trainer.py"
 
 
-def test_the_trainer_example_runs_and_its_adapter_loads_on_the_original_model(tiny_fp32, data_files, sample_ids, tmp_path):
+def test_the_trainer_example_runs_and_its_adapter_loads_on_the_original_model(tiny_chain, tiny_fp32, sample_ids, tmp_path):
     assert EXAMPLE.read_text().startswith("# sclora calibrate ") and len(EXAMPLE.read_text().splitlines()) <= 30
-    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "calib", samples=40, max_length=48, progress=False)
+    calibration = tiny_chain("fp32", calibrate=DEFAULT_CALIBRATION).calib  # read-only: the example only reads it
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    done = subprocess.run([sys.executable, str(EXAMPLE), "calib"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run([sys.executable, str(EXAMPLE), str(calibration)], cwd=tmp_path, env=environment, capture_output=True,
+                          text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     ids, mask = sample_ids
     original = AutoModelForCausalLM.from_pretrained(tiny_fp32, dtype=torch.float32)

@@ -5,30 +5,30 @@ optimiser steps, and saving / loading with PEFT's own calls gives the trained mo
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora.layer import LoraLayer
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sclora_tools import calibrate, init, preprocess_sclora
+from sclora_tools import init, preprocess_sclora
 from sclora_tools.errors import MismatchError, UsageError
 from sclora_tools.io.adapter import read_adapter
 from sclora_tools.io.checkpoint import CheckpointReader
+from tests.calibrations import FOR_ALL
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RANK, ALPHA = 6, 12
 
 
 @pytest.fixture(scope="module")
-def calibration(tiny_fp32, data_files, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("peft") / "calib"
-    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=60, max_length=48,
-              for_methods="all", progress=False)
-    return out
+def calibration(tiny_chain) -> Path:
+    return tiny_chain("fp32", calibrate=FOR_ALL).calib
 
 
 def peft_model(model_dir: Path, dtype=torch.float32, **config):
@@ -48,8 +48,6 @@ def base_logits(model_dir: Path, ids, mask, dtype=torch.float32) -> torch.Tensor
 
 def loaders(model_dir: Path, data_files: dict) -> tuple[DataLoader, DataLoader]:
     """+ / - batches as a user's own pipeline makes them: tokenizer(..., padding=True) dicts."""
-    import json
-
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pos = [f"{row['prompt']} {row['response']}" for row in map(json.loads, data_files["pos"].read_text().splitlines())]
     neg = [row["text"] for row in map(json.loads, data_files["neg"].read_text().splitlines())]
@@ -61,8 +59,6 @@ def loaders(model_dir: Path, data_files: dict) -> tuple[DataLoader, DataLoader]:
 
 
 def lora_factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    from peft.tuners.lora.layer import LoraLayer
-
     return {name.removeprefix("base_model.model."): (m.lora_B["default"].weight, m.lora_A["default"].weight, m.get_base_layer().weight)
             for name, m in model.named_modules() if isinstance(m, LoraLayer)}
 
@@ -86,8 +82,6 @@ def test_from_a_calibration_equals_sclora_init_and_keeps_the_logits(tiny_fp32, c
 
 
 def init_layer_energy(run: Path, name: str) -> float:
-    import json
-
     return json.loads((run / "manifest.json").read_text())["layers"][name]["energy_pos"]
 
 
@@ -142,7 +136,7 @@ def test_from_data_loaders_the_subspace_is_the_top_eigenvectors_of_dcov(tiny_fp3
         for handle in handles:
             handle.remove()
         for name in names:
-            h = torch.cat([out[m] for out, m in zip(outputs[name], masks)]).double().numpy()
+            h = torch.cat([out[m] for out, m in zip(outputs[name], masks, strict=True)]).double().numpy()
             covariances[name][role] = h.T @ h / h.shape[0]
     factors = lora_factors(model)
     for name in names:

@@ -10,37 +10,34 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from sclora_tools.cli.app import app
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from sclora_tools import calibrate, init, merge
+from sclora_tools.cli.app import app
 from sclora_tools.core import exact
 from sclora_tools.core.methods import METHODS
 from sclora_tools.errors import InputError, UsageError
 from sclora_tools.io.adapter import read_adapter
 from sclora_tools.io.checkpoint import CheckpointReader
+from sclora_tools.io.covariances import open_covariances
+from sclora_tools.io.manifest_types import Role
+from tests.calibrations import DEFAULT_CALIBRATION, FOR_ALL
 
 RANK = 6
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}  # bf16: W_res is rounded to bf16, as the existing SC-LoRA check allows
 
 
-def calibrate_tiny(model_dir: Path, data_files: dict, out: Path, for_methods: str | None) -> Path:
-    calibrate(str(model_dir), str(data_files["pos"]), str(data_files["neg"]), out, samples=60, max_length=48,
-              batch_size=8, for_methods=for_methods, progress=False)
-    return out
+@pytest.fixture(scope="module")
+def calibrations(tiny_chain) -> dict[str, tuple[Path, Path]]:
+    """`calibrate --for all` of the fp32 and bf16 tiny models (shared, read-only): (calib, model)."""
+    chains = {dtype: tiny_chain(dtype, calibrate=FOR_ALL) for dtype in ("fp32", "bf16")}
+    return {dtype: (chain.calib, chain.model) for dtype, chain in chains.items()}
 
 
 @pytest.fixture(scope="module")
-def calibrations(tiny_fp32, tiny_bf16, data_files, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    root = tmp_path_factory.mktemp("methods")
-    return {"fp32": (calibrate_tiny(tiny_fp32, data_files, root / "fp32-all", "all"), tiny_fp32),
-            "bf16": (calibrate_tiny(tiny_bf16, data_files, root / "bf16-all", "all"), tiny_bf16)}
-
-
-@pytest.fixture(scope="module")
-def default_calibration(tiny_fp32, data_files, tmp_path_factory) -> Path:
-    return calibrate_tiny(tiny_fp32, data_files, tmp_path_factory.mktemp("default") / "calib", None)
+def default_calibration(tiny_chain) -> Path:
+    return tiny_chain("fp32", calibrate=DEFAULT_CALIBRATION).calib
 
 
 def logits(model, ids, mask) -> torch.Tensor:
@@ -123,13 +120,11 @@ def test_lora_null_records_the_eigen_gap_of_every_layer(calibrations, tmp_path):
 
 
 def test_lora_null_down_projection_is_orthogonal_to_the_neg_principal_subspace(calibrations, tmp_path):
-    from sclora_tools.io.covariances import open_covariances
-
     calibration, _ = calibrations["fp32"]
     init(calibration, tmp_path / "run", method="lora-null", rank=RANK, progress=False)
     _, pairs = read_adapter(tmp_path / "run" / "adapter")
     module = "model.layers.0.mlp.down_proj"
-    with open_covariances(calibration, "neg") as neg:
+    with open_covariances(calibration, Role.NEG) as neg:
         cov = neg.get(f"{module}:input")
     _, vectors = torch.linalg.eigh(cov)
     a = pairs[module].a.double()

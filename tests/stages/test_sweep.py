@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from sclora_tools.cli.app import app
 from typer.testing import CliRunner
 
 from sclora_tools import calibrate, init, sweep
+from sclora_tools.cli.app import app
 from sclora_tools.errors import UsageError
 from sclora_tools.io.adapter import read_adapter
+from tests.calibrations import DEFAULT_CALIBRATION
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BETAS = [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0]
@@ -25,10 +26,8 @@ RANK = 6
 
 
 @pytest.fixture(scope="module")
-def calibration(tiny_fp32, data_files, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sweep") / "calib"
-    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=60, max_length=48, progress=False)
-    return out
+def calibration(tiny_chain) -> Path:
+    return tiny_chain("fp32", calibrate=DEFAULT_CALIBRATION).calib
 
 
 @pytest.fixture(scope="module")
