@@ -27,9 +27,10 @@ from .. import models, ui
 from ..calibration import check_serves, sites_for_method
 from ..collect import Collector, plan_sites
 from ..core.covariance import normalize
+from ..core.exact import SUPPORTED_DTYPES
 from ..core.layer_init import InitSettings, SiteCovariances, initialize_layer
 from ..core.methods import METHODS, SUBSPACE_METHODS
-from ..errors import InputError, MismatchError, UsageError
+from ..errors import InputError, MismatchError, NumericalError, UsageError
 from ..io.covariances import open_covariances
 from ..io.manifest import Manifest, load_manifest, verify_files
 from ..io.manifest_types import CALIBRATION_ROLES, Role, SiteRecord
@@ -211,29 +212,42 @@ def collect(inner, sites, loader, device, role: str, progress: bool) -> dict[str
 def initialize_peft_layer(name, layer, adapter_name, source: Covariances, method, beta, seed, index) -> dict:
     """One layer: the same computation as `sclora init`, written into the PEFT layer in place."""
     base = layer.get_base_layer()
-    settings = InitSettings(method=method, beta=beta, rank=layer.r[adapter_name], alpha=float(layer.lora_alpha[adapter_name]),
-                            seed=seed, rslora=bool(layer.use_rslora[adapter_name]))
-    if not math.isclose(settings.scale, layer.scaling[adapter_name], rel_tol=1e-12):
-        raise UsageError(f"{name} scales its adapter by {layer.scaling[adapter_name]}, not alpha / r; reset the adapter scale before initialising.")
-    if settings.rank > min(base.weight.shape):
-        raise UsageError(f"r = {settings.rank} exceeds min(d_out, d_in) = {min(base.weight.shape)} of {name}; choose a smaller r.")
-    spec = METHODS[method]
-    energy = source.site_covariances(source.calibration.config.site_of_target().get(name), CALIBRATION_ROLES) \
-        if method in SUBSPACE_METHODS else None
-    read = sites_for_method(source.calibration, method).get(name) if spec.site else None
-    covariances = source.site_covariances(read, tuple(Role.parse(role) for role in spec.roles))
-    if spec.site == "input" and read is None:
-        raise InputError(f"{name} has no input-side covariance, which {method} needs; calibrate with --for {method}.")
-    weight = base.weight.detach().cpu()
+    settings = layer_settings(name, layer, adapter_name, method, beta, seed)
+    covariances, energy = layer_covariances(name, source, method)
     try:
-        result = initialize_layer(weight, covariances.pos, covariances.neg, covariances.side, settings, index, energy)
+        result = initialize_layer(base.weight.detach().cpu(), covariances.pos, covariances.neg, covariances.side, settings, index, energy)
     except ValueError as exc:
-        raise UsageError(f"cannot initialise {name} ({exc}); sclora needs float32, bfloat16 or float16 base weights.") from exc
+        raise NumericalError(f"{method} failed on {name} ({exc}); check the covariances it was given.") from exc
     layer.lora_A[adapter_name].weight.copy_(result.a)
     layer.lora_B[adapter_name].weight.copy_(result.b)
     base.weight.copy_(result.w_res)
     setattr(layer, MARKER, {*getattr(layer, MARKER, ()), adapter_name})
     return result.diagnostics
+
+
+def layer_settings(name, layer, adapter_name, method, beta, seed) -> InitSettings:
+    """r, alpha and rslora of this layer (rank_pattern / alpha_pattern included), checked."""
+    weight = layer.get_base_layer().weight
+    if weight.dtype not in SUPPORTED_DTYPES:
+        raise UsageError(f"{name} holds {weight.dtype} weights; sclora initialises float32, bfloat16 or float16 base weights (not quantised ones).")
+    settings = InitSettings(method=method, beta=beta, rank=layer.r[adapter_name], alpha=float(layer.lora_alpha[adapter_name]),
+                            seed=seed, rslora=bool(layer.use_rslora[adapter_name]))
+    if not math.isclose(settings.scale, layer.scaling[adapter_name], rel_tol=1e-12):
+        raise UsageError(f"{name} scales its adapter by {layer.scaling[adapter_name]}, not alpha / r; reset the adapter scale before initialising.")
+    if settings.rank > min(weight.shape):
+        raise UsageError(f"r = {settings.rank} exceeds min(d_out, d_in) = {min(weight.shape)} of {name}; choose a smaller r.")
+    return settings
+
+
+def layer_covariances(name: str, source: Covariances, method: str) -> tuple[SiteCovariances, SiteCovariances | None]:
+    """(what the method reads, the SC-LoRA site for the energy diagnostics) of one layer."""
+    spec = METHODS[method]
+    energy = source.site_covariances(source.calibration.config.site_of_target().get(name), CALIBRATION_ROLES) \
+        if method in SUBSPACE_METHODS else None
+    read = sites_for_method(source.calibration, method).get(name) if spec.site else None
+    if spec.site == "input" and read is None:
+        raise InputError(f"{name} has no input-side covariance, which {method} needs; calibrate with --for {method}.")
+    return source.site_covariances(read, tuple(Role.parse(role) for role in spec.roles)), energy
 
 
 def summary(results: dict[str, dict], method: str, beta: float) -> dict:
