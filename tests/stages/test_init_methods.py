@@ -149,3 +149,21 @@ def test_cli_init_method_and_calibrate_for(tiny_fp32, data_files, default_calibr
     result = runner.invoke(app, ["init", str(tmp_path / "calib"), "-o", str(tmp_path / "run"), "--method", "corda-kpa", "--rank", "4", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["config"]["method_settings"]["reads"] == ["input-side Cov-"]
+
+
+def test_lora_null_with_freeze_a_is_the_papers_variant_and_never_touches_the_neg_principal_subspace(tiny_chain):
+    """`sclora train --freeze-a` on a lora-null init: A (the down projection) stays bit-identical,
+    B learns, so the whole update s (B - B_init) A_init maps the D- principal subspace to 0."""
+    chain = tiny_chain("fp32", calibrate=FOR_ALL, init={"method": "lora-null", "rank": 4},
+                       train={"max_steps": 3, "lr": 5e-3, "batch_size": 4, "max_length": 96, "freeze_a": True})
+    config, start = read_adapter(chain.run / "adapter")
+    _, trained = read_adapter(chain.trained / "adapter")
+    scale = config.lora_alpha / config.r
+    module = "model.layers.1.mlp.down_proj"
+    assert torch.equal(trained[module].a, start[module].a)
+    assert not torch.equal(trained[module].b, start[module].b)
+    with open_covariances(chain.calib, Role.NEG) as neg:
+        _, vectors = torch.linalg.eigh(neg.get(f"{module}:input"))
+    update = scale * (trained[module].b.double() @ trained[module].a.double() - start[module].b.double() @ start[module].a.double())
+    principal = vectors[:, 4:]
+    assert (update @ principal).abs().max() <= 1e-5 * update.abs().max()
