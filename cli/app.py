@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from sclora_tools.errors import UsageError
 from sclora_tools.io.checkpoint import parse_size
 from sclora_tools.stages import calibrate as calibrate_stage
 from sclora_tools.stages import evaluate as evaluate_stage
@@ -17,6 +18,7 @@ from sclora_tools.stages import merge as merge_stage
 from sclora_tools.stages import push as push_stage
 from sclora_tools.stages import train as train_stage
 from sclora_tools.workflows import demo as demo_workflow
+from sclora_tools.workflows import sweep as sweep_workflow
 
 from .errors import handled
 
@@ -60,6 +62,9 @@ def calibrate(
     seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
     normalize: Annotated[str, typer.Option(help="token: mean over real tokens; sample: sum over tokens / samples (the paper's).")] = "token",
     accumulate_dtype: Annotated[str, typer.Option(help="Covariance accumulator: float64 (default) or float32 (half the memory).")] = "float64",
+    for_methods: Annotated[str | None, typer.Option("--for", help="Also store what these init methods need (comma-separated, or "
+            "all): corda-ipa, corda-kpa and lora-null need every target's input-side covariance (a larger calibration). "
+            "Default: sclora's.")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -68,7 +73,8 @@ def calibrate(
         warnings.simplefilter("ignore", FutureWarning)
         manifest = calibrate_stage.calibrate(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
                        targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
-                       accumulate_dtype=accumulate_dtype, trust_remote_code=trust_remote_code, progress=not as_json)
+                       accumulate_dtype=accumulate_dtype, for_methods=for_methods, trust_remote_code=trust_remote_code,
+                       progress=not as_json)
     emit(manifest, as_json)
 
 
@@ -80,7 +86,8 @@ def init(
     beta: Annotated[float, typer.Option(help="0 favours the new task, 1 favours preservation; dCov = (1-beta) Cov+ - beta Cov-.")] = 0.5,
     rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 128,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (scale = alpha / rank); default: rank.")] = None,
-    method: Annotated[str, typer.Option(help="sclora (subspace-constrained) or lora (Kaiming A, zero B).")] = "sclora",
+    method: Annotated[str, typer.Option(help="sclora (default), lora, pissa, milora, olora, corda-ipa, corda-kpa or lora-null; "
+            "corda-* and lora-null need a calibration made with --for.")] = "sclora",
     model: Annotated[Path | None, typer.Option(help="Use this local copy of the calibrated model instead of the recorded location.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for random inits (lora).")] = 0,
     shard_size: Annotated[str, typer.Option(help="Largest residual shard, e.g. 5GB or 500MB.")] = "5GB",
@@ -90,6 +97,35 @@ def init(
     manifest = init_stage.init(calibration, output, beta=beta, rank=rank, alpha=alpha, method=method, model=model, seed=seed,
                    shard_bytes=parse_size(shard_size), progress=not as_json)
     emit(manifest, as_json)
+
+
+@app.command()
+@handled
+def sweep(
+    calibration: Annotated[Path, typer.Argument(help="Output directory of `sclora calibrate`.")],
+    betas: Annotated[str, typer.Option(help="Comma-separated betas in [0, 1].")] = "0,0.25,0.5,0.75,0.9,0.95,0.99,1",
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 128,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write table.csv, frontier.png, layers.png (and --init "
+            "folders) here.")] = None,
+    write_init: Annotated[bool, typer.Option("--init", help="Also write an init folder (beta-B/) per beta, as `sclora init` "
+            "would.")] = False,
+    alpha: Annotated[float | None, typer.Option(help="LoRA alpha for --init (scale = alpha / rank); default: rank.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Use this local copy of the calibrated model instead of the recorded "
+            "location.")] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG figures (they need matplotlib).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Predict the SC-LoRA trade-off for many betas, no training: Cov+ and Cov- energy in each subspace."""
+    manifest = sweep_workflow.sweep(calibration, output, betas=parse_betas(betas), rank=rank, write_init=write_init, alpha=alpha,
+                                    model=model, plots_enabled=not no_plots, progress=not as_json)
+    emit(manifest, as_json)
+
+
+def parse_betas(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--betas must be comma-separated numbers like 0,0.5,0.9, got {text!r}.") from None
 
 
 @app.command()

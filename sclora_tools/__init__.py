@@ -9,11 +9,13 @@ Every stage runs from Python with the same behaviour as the CLI:
 
 __version__ = "0.1.0"
 
+from .integrations.peft import preprocess_sclora  # noqa: E402
 from .stages.calibrate import calibrate  # noqa: E402
 from .stages.evaluate import evaluate  # noqa: E402
 from .stages.init import init  # noqa: E402
 from .stages.merge import merge  # noqa: E402
 from .stages.push import push  # noqa: E402
 from .stages.train import train  # noqa: E402
+from .workflows.sweep import sweep  # noqa: E402
 
-__all__ = ["__version__", "calibrate", "evaluate", "init", "merge", "push", "train"]
+__all__ = ["__version__", "calibrate", "evaluate", "init", "merge", "preprocess_sclora", "push", "sweep", "train"]

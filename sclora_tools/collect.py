@@ -26,9 +26,10 @@ class Site:
         return f"{self.module}:{self.side}"
 
 
-def plan_sites(model: nn.Module, groups: list[list[str]]) -> list[Site]:
+def plan_sites(model: nn.Module, groups: list[list[str]], every_input: bool = False) -> list[Site]:
     """Per shared-input group: collect the input once, unless every member has d_out < d_in and
-    their outputs together take less memory than the input's (then collect each output)."""
+    their outputs together take less memory than the input's (then collect each output).
+    `every_input` also collects the input of such groups (input-side methods: CorDA, LoRA-Null)."""
     modules = dict(model.named_modules())
     sites = []
     for group in groups:
@@ -37,8 +38,9 @@ def plan_sites(model: nn.Module, groups: list[list[str]]) -> list[Site]:
         output_cost = sum(shape[0] ** 2 for shape in shapes.values())
         if all(shape[0] < d_in for shape in shapes.values()) and output_cost < d_in**2:
             sites.extend(Site(name, "output", shapes[name][0], (name,)) for name in group)
-        else:
-            sites.append(Site(group[0], "input", d_in, tuple(group)))
+            if not every_input:
+                continue
+        sites.append(Site(group[0], "input", d_in, tuple(group)))
     return sites
 
 

@@ -2,12 +2,18 @@
 
 The scheme (SPEC section 3):
 
-1. The initial factors are put on fixed-point grids: B_init on multiples of 2^-21 (|B| <= 1 for
-   an orthonormal basis; other methods are scaled into range by their column norm), A_init on a
-   per-column power-of-two grid with at most `a_bits` significant bits. Every product and every
-   partial sum of B_init @ A_init is then an integer multiple of one quantum below 2^53, so a
-   float64 matmul is EXACT whatever its summation order, blocking, FMA use or thread count.
-   Both factors stay exactly representable in float32, the dtype PEFT stores.
+1. The initial factors are put on fixed-point grids. Column k of B_init gets a power-of-two range
+   2^e_k (e_k = 0 for a unit-norm column, so an orthonormal basis keeps plain multiples of 2^-21;
+   otherwise the smallest power of two >= its largest entry) and lies on multiples of
+   2^(e_k - 21). Row k of A_init is first scaled by 2^e_k, then each column of that scaled A
+   goes on a power-of-two grid with at most `a_bits` significant bits, then the row is scaled
+   back by 2^-e_k. Power-of-two scalings are exact, so every product B[i,k] A[k,j] equals
+   (B[i,k] 2^-e_k)(A[k,j] 2^e_k): an integer multiple of one quantum per column j of the
+   product, and every partial sum of B_init @ A_init stays an integer multiple of it below
+   2^53. So a float64 matmul is EXACT whatever its summation order, blocking, FMA use or thread
+   count. The factors are never rescaled (PiSSA's U sqrt(S) keeps its norm): the grid adapts to
+   them. The grid is a function of the stored B alone, so merge needs no record of it. Both
+   factors stay exactly representable in float32, the dtype PEFT stores.
 2. P = s * (B_init @ A_init) in float64 (the scale multiplies elementwise: IEEE-rounded,
    deterministic), then W0 = to_dtype(W_res + P) with a fixed rounding path (float64 -> float32
    -> dtype). So the rebuild is a deterministic function of the stored bytes.
@@ -31,6 +37,7 @@ B_FRACTION_BITS = 21
 EXACT_INTEGER_BITS = 53
 FLOAT32_SIGNIFICAND_BITS = 24
 NUDGE_STEPS = (1, -1, 2, -2)
+UNIT_NORM_TOLERANCE = 2.0**-20
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ESCAPE = -128
 INT_FOR_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -81,9 +88,32 @@ def quantize_a(a: torch.Tensor, rank: int) -> torch.Tensor:
     return torch.round(a / quantum) * quantum
 
 
+def b_column_exponents(b: torch.Tensor) -> torch.Tensor:
+    """e_k per column of B: 0 for a unit-norm (or zero) column, else ceil(log2(max |B[:, k]|)).
+
+    Unit-norm columns (an orthonormal basis: SC-LoRA, OLoRA) keep the plain 2^-21 grid; a column
+    of any other norm gets 21 fraction bits below its own power-of-two range."""
+    b = b.to(torch.float64)
+    column_max = b.abs().amax(dim=0)
+    unit = ((b.norm(dim=0) - 1.0).abs() <= UNIT_NORM_TOLERANCE) & (column_max <= 1.0)
+    mantissa, exponent = torch.frexp(column_max)  # column_max = mantissa 2^exponent, mantissa in [0.5, 1)
+    ceil_log2 = (exponent - (mantissa == 0.5).to(exponent.dtype)).to(torch.float64)  # exact, no log2 rounding
+    return torch.where(unit | (column_max == 0), torch.zeros_like(ceil_log2), ceil_log2)
+
+
 def quantize_factors(b: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Put (B, A) on the exact grids; returns float64 tensors whose values fit float32 exactly."""
-    return quantize_b(b), quantize_a(a, b.shape[1])
+    """Put (B, A) on the exact grids (module docstring, step 1) for any finite factors; returns
+    float64 tensors whose values fit float32 exactly and whose product is exact in float64."""
+    b, a = b.to(torch.float64), a.to(torch.float64)
+    if not (bool(torch.isfinite(b).all()) and bool(torch.isfinite(a).all())):
+        raise ValueError("the initial factors hold NaN or Inf")
+    power = torch.pow(2.0, b_column_exponents(b))
+    b_scaled = quantize_b(b / power.unsqueeze(0))
+    a_scaled = quantize_a(a * power.unsqueeze(1), b.shape[1])
+    b_out, a_out = b_scaled * power.unsqueeze(0), a_scaled / power.unsqueeze(1)
+    if not (torch.equal(b_out.float().double(), b_out) and torch.equal(a_out.float().double(), a_out)):
+        raise ValueError("the initial factors span too many binades to be stored exactly in float32")
+    return b_out, a_out
 
 
 def init_product(b: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:

@@ -139,6 +139,8 @@ class Facts:
             datasets += [d for d in train_manifest.datasets_with(Role.TRAIN) if d not in datasets]
         self.calibration_sets = [d for d in datasets if d.role in (Role.POS, Role.NEG)]
         self.training_sets = [d for d in datasets if d.role is Role.TRAIN]
+        init_manifest = next((m for m in self.lineage if m.kind == "init"), None)
+        self.init_summary = init_manifest.summary if init_manifest else None
         self.rank = int(self.config.rank or 0)
         self.base_id = self.model.id
         self.base_on_hub = is_hub_id(self.base_id) and self.base_id != self.model.path
@@ -200,6 +202,7 @@ class Facts:
             "normalization": config.normalization,
             "checkpoint_dtype": config.checkpoint_dtype,
             "targets": list(config.targets),
+            "method_settings": self.method_block(),
             "base": {"id": self.base_id, "revision": self.model.revision, "weight_files": dict(self.model.weight_files)},
             "published": self.what,
             "lora_export": self.lora_export() if self.what != "merged" else None,
@@ -214,6 +217,36 @@ class Facts:
             },
         }
         return {key: value for key, value in block.items() if value is not None}
+
+    def method_block(self) -> dict | None:
+        """What the init method is and read, and for LoRA-Null where its null spaces sit."""
+        settings = getattr(self.config, "method_settings", None)
+        if settings is None:
+            return None
+        block: dict[str, Any] = {"summary": settings.summary, "reads": list(settings.reads)}
+        null_space = self.null_space
+        if null_space:
+            block["null_space"] = null_space
+        return block
+
+    @property
+    def null_space(self) -> dict[str, Any]:
+        """LoRA-Null's eigen-gap summary from the init manifest (empty for other methods)."""
+        summary = self.init_summary
+        keys = ("null_gap_ratio_min", "null_gap_ratio_median", "layers_not_unique", "null_energy_share_max", "null_energy_share_mean")
+        values = {key: getattr(summary, key, None) for key in keys}
+        return values if values["null_energy_share_max"] is not None else {}
+
+    @property
+    def is_sclora(self) -> bool:
+        return (self.config.method or "sclora") == "sclora"
+
+    @property
+    def method_summary(self) -> str:
+        settings = getattr(self.config, "method_settings", None)
+        if settings is not None and settings.summary:
+            return settings.summary
+        return "Subspace-Constrained LoRA, SC-LoRA" if self.is_sclora else str(self.config.method)
 
     def lora_export(self) -> dict:
         alpha = self.config.alpha

@@ -18,11 +18,11 @@ from .. import __version__
 from ..errors import InputError, MismatchError, VerificationError
 from .atomic import MANIFEST, write_json
 from .hashing import sha256_file
-from .manifest_settings import CONFIG_TYPES, CalibrationConfig, InitConfig
+from .manifest_settings import CONFIG_TYPES, CalibrationConfig, InitConfig, SweepConfig
 from .manifest_types import KINDS, SHORT_NAMES, SUMMARY_TYPES, DatasetRecord, ModelRecord, Role, Summary, VerificationRecord, as_tuple
 
 SCHEMA_VERSION = 1
-MADE_BY = {"calibration": "calibrate", "init": "init", "train": "train", "merge": "merge"}
+MADE_BY = {"calibration": "calibrate", "init": "init", "train": "train", "merge": "merge", "sweep": "sweep"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Manifest:
     raw: dict = field(repr=False)
     kind: str
     model: ModelRecord
-    config: CalibrationConfig | InitConfig
+    config: CalibrationConfig | InitConfig | SweepConfig
     datasets: tuple[DatasetRecord, ...]
     parents: tuple[Parent, ...]
     files: dict[str, str]

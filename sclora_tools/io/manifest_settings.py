@@ -25,15 +25,27 @@ class CalibrationConfig(Record):
     seed: int = 0
     normalization: str = "token"
     accumulate_dtype: str = "float64"
+    for_methods: tuple[str, ...] = ("sclora",)  # the init methods it stores covariances for (`--for`)
 
     @classmethod
     def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
         sites = tuple(SiteRecord.from_dict(site) for site in as_tuple(values.get("sites")))
-        return {**values, "targets": as_tuple(values.get("targets")), "sites": sites}
+        methods = as_tuple(values.get("for_methods")) or ("sclora",)
+        return {**values, "targets": as_tuple(values.get("targets")), "sites": sites, "for_methods": methods}
 
     def site_of_target(self) -> dict[str, SiteRecord]:
-        """target module -> the site whose covariance serves it."""
-        return {target: site for site in self.sites for target in site.serves}
+        """target module -> the site SC-LoRA reads: its output site where calibrate stored one (the
+        smaller side), else the input site that serves it."""
+        sites: dict[str, SiteRecord] = {}
+        for site in self.sites:
+            for target in site.serves:
+                if target not in sites or site.side == "output":
+                    sites[target] = site
+        return sites
+
+    def input_site_of_target(self) -> dict[str, SiteRecord]:
+        """target module -> the input-side site that serves it (targets without one are absent)."""
+        return {target: site for site in self.sites if site.side == "input" for target in site.serves}
 
 
 @dataclass(frozen=True)
@@ -49,10 +61,41 @@ class InitConfig(Record):
     targets: tuple[str, ...] = ()
     normalization: str | None = None
     checkpoint_dtype: str | None = None
+    method_settings: MethodSettings | None = None
 
     @classmethod
     def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return {**values, "targets": as_tuple(values.get("targets"))}
+        settings = values.get("method_settings")
+        return {**values, "targets": as_tuple(values.get("targets")),
+                "method_settings": MethodSettings.from_dict(settings) if isinstance(settings, Mapping) else None}
+
+
+@dataclass(frozen=True)
+class MethodSettings(Record):
+    """What an init method is (one line) and which covariances it read ("input-side Cov-", ...)."""
+
+    summary: str | None = None
+    reads: tuple[str, ...] = ()
+
+    @classmethod
+    def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "reads": as_tuple(values.get("reads"))}
+
+
+@dataclass(frozen=True)
+class SweepConfig(Record):
+    """`sclora sweep`: the betas, the rank, the layers, and whether init folders were written."""
+
+    betas: tuple[float, ...] = ()
+    rank: int | None = None
+    targets: tuple[str, ...] = ()
+    normalization: str | None = None
+    init: bool = False
+    alpha: float | None = None
+
+    @classmethod
+    def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "betas": as_tuple(values.get("betas")), "targets": as_tuple(values.get("targets"))}
 
 
 @dataclass(frozen=True)
@@ -107,4 +150,4 @@ class MergeConfig(TrainConfig):
 
 
 CONFIG_TYPES: dict[str, type[Record]] = {"calibration": CalibrationConfig, "init": InitConfig, "train": TrainConfig,
-                                         "merge": MergeConfig}
+                                         "merge": MergeConfig, "sweep": SweepConfig}

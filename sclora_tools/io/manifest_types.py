@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
-KINDS = ("calibration", "init", "train", "merge")  # also the order of a lineage
+KINDS = ("calibration", "init", "train", "merge", "sweep")  # also the order of a lineage
 SHORT_NAMES = {"+": "pos", "-": "neg", "train": "train"}
 
 R = TypeVar("R", bound="Record")
@@ -163,6 +163,11 @@ class InitSummary(Summary):
     correction_fraction: float | None = None
     energy_pos: float | None = None
     energy_neg: float | None = None
+    null_gap_ratio_min: float | None = None  # lora-null: where its null spaces sit (stages/init.py null_space_summary)
+    null_gap_ratio_median: float | None = None
+    layers_not_unique: int | None = None
+    null_energy_share_max: float | None = None
+    null_energy_share_mean: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,5 +200,14 @@ class MergeSummary(Summary):
     tensors: int | None = None
 
 
+@dataclass(frozen=True)
+class SweepSummary(Summary):
+    """`sclora sweep`: how long the sweep itself took (seconds_sweep, init folders excluded) and
+    over how many layers."""
+
+    seconds_sweep: float | None = None
+    layers: int | None = None
+
+
 SUMMARY_TYPES: dict[str, type[Summary]] = {"calibration": CalibrationSummary, "init": InitSummary, "train": TrainSummary,
-                                           "merge": MergeSummary}
+                                           "merge": MergeSummary, "sweep": SweepSummary}

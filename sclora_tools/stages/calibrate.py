@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import data, models, ui
+from ..calibration import needs_every_input, parse_for
 from ..collect import Collector, Site, plan_sites
 from ..core.covariance import NORMALIZATIONS, normalize
 from ..errors import InputError, NumericalError, UsageError
@@ -36,11 +37,16 @@ def calibrate(
     seed: int = 0,
     normalization: str = "token",
     accumulate_dtype: str = "float64",
+    for_methods: str | list[str] | None = None,
     trust_remote_code: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Collect Cov+ and Cov- for every target layer; returns the written manifest."""
+    """Collect Cov+ and Cov- for every target layer; returns the written manifest.
+
+    `for_methods` (names or "all") adds what those init methods need beyond SC-LoRA's sites:
+    the input-side covariance of every target, in the same model pass."""
     check_options(samples, max_length, batch_size, normalization, accumulate_dtype)
+    serves = parse_for(for_methods)
     started = time.time()
     datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(CALIBRATION_ROLES, (pos, neg), strict=True)}
     source = models.resolve_model(model)
@@ -51,7 +57,7 @@ def calibrate(
     net = models.load_model(source, models.pick_dtype(dtype, probe_dtype), run_device, trust_remote_code)
     target_names = models.discover_targets(net, targets)
     check_weights_present(reader, target_names)
-    sites = plan_sites(net, models.shared_input_groups(net, target_names, run_device))
+    sites = plan_sites(net, models.shared_input_groups(net, target_names, run_device), every_input=needs_every_input(serves))
     checkpoint_dtype = reader.dtype_of(f"{target_names[0]}.weight")
     records, covariances = [], {}
     for role, loaded in datasets.items():
@@ -70,7 +76,8 @@ def calibrate(
                    "architecture": (net.config.architectures or [type(net).__name__])[0]},
             config={"targets": target_names, "sites": [site_record(s) for s in sites], "samples": samples,
                     "max_length": max_length, "batch_size": batch_size, "dtype": str(next(net.parameters()).dtype).replace("torch.", ""),
-                    "device": str(run_device), "seed": seed, "normalization": normalization, "accumulate_dtype": accumulate_dtype},
+                    "device": str(run_device), "seed": seed, "normalization": normalization, "accumulate_dtype": accumulate_dtype,
+                    "for_methods": serves},
             datasets=records,
             summary={"seconds": round(time.time() - started, 2), "tokens": sum(r["tokens"] for r in records)},
         )
@@ -151,6 +158,7 @@ def report(manifest: Manifest, output_dir: Path) -> None:
     rows = [("output", str(output_dir)), ("model", manifest.model.id),
             ("targets", f"{len(config.targets)} layers, {len(config.sites)} covariance sites")]
     rows += [(f"data {d.role}", f"{d.name}: {d.samples} samples, {d.tokens:,} tokens") for d in manifest.datasets]
+    rows.append(("serves --method", ", ".join(config.for_methods)))
     rows.append(("time", f"{manifest.summary.seconds} s"))
     ui.show(ui.summary_table("sclora calibrate", rows))
 

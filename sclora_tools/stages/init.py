@@ -4,14 +4,16 @@ the corrections that rebuild W0 bit-exactly. Streams the checkpoint one tensor a
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .. import models, ui
+from .. import ui
+from ..calibration import check_ranks, check_serves, locate_model, sites_for_method
 from ..core import methods
-from ..core.layer_init import InitSettings, LayerInit, initialize_layer
-from ..errors import InputError, MismatchError, NumericalError, UsageError
+from ..core.layer_init import InitSettings, LayerInit, SiteCovariances, initialize_layer
+from ..errors import NumericalError, UsageError
 from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
@@ -43,11 +45,13 @@ def init(
     calibration = load_manifest(calibration_dir, "calibration")
     verify_files(calibration_dir, calibration)
     settings = check_settings(method, beta, rank, alpha, seed)
+    check_serves(calibration, method)
     model_dir = locate_model(calibration, model)
     reader = CheckpointReader(model_dir)
-    sites = calibration.config.site_of_target()
-    check_ranks(reader, sites, rank)
-    warn_unstable_beta(calibration, reader, sites, beta)
+    sites = LayerSites(subspace=calibration.config.site_of_target(), method=sites_for_method(calibration, method))
+    check_ranks(reader, sites.subspace, rank)
+    if method == "sclora":
+        warn_unstable_beta(calibration, reader, sites.subspace, beta)
     with staged_directory(Path(output_dir), "init") as staging:
         layers, source_hashes = write_residual(reader, calibration_dir, sites, settings, staging / "residual", shard_bytes, progress)
         copy_model_files(model_dir, staging / "residual")
@@ -57,9 +61,10 @@ def init(
         manifest = new_manifest(
             "init",
             model={**calibration.raw["model"], "path": str(model_dir)},
-            config={"method": method, "beta": beta, "rank": rank, "alpha": settings.alpha, "scale": settings.scale,
-                    "seed": seed, "targets": list(sites), "normalization": calibration.config.normalization,
-                    "checkpoint_dtype": calibration.model.checkpoint_dtype},
+            config={"method": method, "beta": beta if methods.METHODS[method].uses_beta else None, "rank": rank,
+                    "alpha": settings.alpha, "scale": settings.scale, "seed": seed, "targets": list(sites.subspace),
+                    "normalization": calibration.config.normalization, "checkpoint_dtype": calibration.model.checkpoint_dtype,
+                    "method_settings": method_settings(method)},
             datasets=calibration.raw["datasets"],
             parents=[parent_entry(calibration_dir, calibration)],
             source_tensors=source_hashes,
@@ -67,8 +72,28 @@ def init(
             summary=totals(layers, time.time() - started),
         )
         manifest = write_manifest(staging, manifest)
-    report(Manifest.from_dict(manifest), Path(output_dir))
+    typed = Manifest.from_dict(manifest)
+    warn_degenerate_null_space(typed)
+    report(typed, Path(output_dir))
     return manifest
+
+
+@dataclass(frozen=True)
+class LayerSites:
+    """Per target: the SC-LoRA site (where the energy diagnostics are measured) and the site the
+    method reads (empty when it reads none)."""
+
+    subspace: dict[str, SiteRecord]
+    method: dict[str, SiteRecord]
+
+
+def method_settings(method: str) -> dict:
+    """What the method is and which covariances it read, for the manifest and the card: SC-LoRA
+    reads the layer-output covariance (collected at the input where that is cheaper), the
+    input-side methods the covariance of the layer's input x."""
+    spec = methods.METHODS[method]
+    where = "layer-output" if spec.site == "subspace" else "input-side"
+    return {"summary": spec.summary, "reads": [f"{where} Cov{Role.parse(role)}" for role in spec.roles]}
 
 
 def check_settings(method: str, beta: float, rank: int, alpha: float | None, seed: int) -> InitSettings:
@@ -82,30 +107,6 @@ def check_settings(method: str, beta: float, rank: int, alpha: float | None, see
     if alpha <= 0:
         raise UsageError(f"--alpha must be positive, got {alpha}.")
     return InitSettings(method=method, beta=beta, rank=rank, alpha=alpha, seed=seed)
-
-
-def locate_model(calibration: Manifest, override: str | Path | None) -> Path:
-    """The calibrated model's directory (or --model), checked against the recorded weight hashes."""
-    if override is not None:
-        path = Path(override).expanduser()
-        if not path.is_dir():
-            raise InputError(f"--model {override} is not a directory; pass the local model directory.")
-    else:
-        recorded = Path(calibration.model.path)
-        path = recorded if recorded.is_dir() else models.resolve_model(calibration.model.spec).path
-    if models.weight_file_hashes(path) != calibration.model.weight_files:
-        raise MismatchError(
-            f"the weights in {path} are not the ones this calibration was made for ({calibration.model.id}); "
-            "pass --model with the calibrated model or re-run calibrate."
-        )
-    return path.resolve()
-
-
-def check_ranks(reader: CheckpointReader, sites: dict[str, SiteRecord], rank: int) -> None:
-    for target in sites:
-        d_out, d_in = reader.shape_of(f"{target}.weight")
-        if rank > min(d_out, d_in):
-            raise UsageError(f"--rank {rank} exceeds min(d_out, d_in) = {min(d_out, d_in)} of {target}; choose a rank <= {min(d_out, d_in)}.")
 
 
 def warn_unstable_beta(calibration: Manifest, reader: CheckpointReader, sites: dict[str, SiteRecord], beta: float) -> None:
@@ -137,8 +138,8 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
             tensor = reader.read(name)
             source_hashes[name] = sha256_tensor(tensor)
             target = module_of(name)
-            if target in sites:
-                layer = init_target(target, tensor, sites[target], pos, neg, settings, len(layers))
+            if target in sites.subspace:
+                layer = init_target(target, tensor, sites, {Role.POS: pos, Role.NEG: neg}, settings, len(layers))
                 layers[target], tensor = layer, layer.w_res
             writer.add(name, tensor)
             memory.trim()
@@ -147,16 +148,47 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
     return layers, source_hashes
 
 
-def init_target(target, weight, site, pos, neg, settings, index) -> LayerInit:
+def read_site(files: dict, site: SiteRecord, roles: tuple[Role, ...]) -> SiteCovariances:
+    return SiteCovariances(*(files[role].get(site.key) if role in roles else None for role in CALIBRATION_ROLES), site.side)
+
+
+def init_target(target, weight, sites: LayerSites, files: dict, settings, index) -> LayerInit:
+    """Read what the method needs (and, where B != 0, the SC-LoRA site for the diagnostics)."""
     if not bool(torch.isfinite(weight).all()):
         raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
-    needs_cov = settings.method in methods.SUBSPACE_METHODS
-    cov_pos = pos.get(site.key) if needs_cov else None
-    cov_neg = neg.get(site.key) if needs_cov else None
-    layer = initialize_layer(weight, cov_pos, cov_neg, site.side, settings, index)
+    subspace_site, read = sites.subspace[target], sites.method.get(target)
+    energy_site = read_site(files, subspace_site, CALIBRATION_ROLES) if settings.method in methods.SUBSPACE_METHODS else None
+    if read is None:
+        covariances = SiteCovariances(None, None, "input")
+    elif energy_site is not None and read.key == subspace_site.key:
+        covariances = energy_site
+    else:
+        covariances = read_site(files, read, tuple(Role.parse(role) for role in methods.METHODS[settings.method].roles))
+    try:
+        layer = initialize_layer(weight, covariances.pos, covariances.neg, covariances.side, settings, index, energy_site)
+    except ValueError as exc:
+        raise NumericalError(f"{settings.method} failed on {target} ({exc}); check the calibration covariances.") from exc
     if not bool(torch.isfinite(layer.w_res).all()):
         raise NumericalError(f"W_res of {target} holds NaN or Inf; check the calibration covariances.")
     return layer
+
+
+def null_space_summary(diagnostics: list[dict]) -> dict:
+    """Where LoRA-Null's null spaces sit: the gap between the r-th and (r+1)-th smallest
+    eigenvalues of the D- input covariance and the D- energy left inside, over all layers."""
+    ratios = sorted(d["null_gap_ratio"] for d in diagnostics if d.get("null_gap_ratio") is not None)
+    shares = [d["null_energy_share"] for d in diagnostics]
+    return {"null_gap_ratio_min": ratios[0] if ratios else None,
+            "null_gap_ratio_median": ratios[len(ratios) // 2] if ratios else None,
+            "layers_not_unique": sum(1 for d in diagnostics if not d["null_space_unique"]),
+            "null_energy_share_max": max(shares), "null_energy_share_mean": sum(shares) / len(shares)}
+
+
+def warn_degenerate_null_space(manifest: Manifest) -> None:
+    count = manifest.summary.layers_not_unique
+    if count:
+        ui.warn(f"the LoRA-Null null space is not unique in {count} layers (the (r+1) smallest eigenvalues of the - input "
+                "covariance are all 0: fewer - tokens than input dimensions); calibrate with more - samples.")
 
 
 def totals(layers: dict[str, LayerInit], seconds: float) -> dict:
@@ -173,17 +205,23 @@ def totals(layers: dict[str, LayerInit], seconds: float) -> dict:
             captured = sum(d[f"captured_{label}"] for d in diagnostics)
             trace = sum(d[f"trace_{label}"] for d in diagnostics)
             out[f"energy_{label}"] = captured / trace if trace > 0 else 0.0
+    if diagnostics and all("null_energy_share" in d for d in diagnostics):
+        out.update(null_space_summary(diagnostics))
     return out
 
 
 def report(manifest: Manifest, output_dir: Path) -> None:
     config, summary = manifest.config, manifest.summary
     rows = [("output", str(output_dir)), ("method", config.method),
-            ("beta / rank / alpha", f"{config.beta} / {config.rank} / {config.alpha:g}"),
+            ("beta / rank / alpha", f"{config.beta if config.beta is not None else '-'} / {config.rank} / {config.alpha:g}"),
             ("layers", str(summary.layers))]
     if summary.energy_pos is not None:
-        rows.append(("Cov+ energy in subspace", f"{summary.energy_pos:.2%}"))
-        rows.append(("Cov- energy in subspace", f"{summary.energy_neg:.2%}"))
+        rows.append(("Cov+ energy in span(B)", f"{summary.energy_pos:.2%}"))
+        rows.append(("Cov- energy in span(B)", f"{summary.energy_neg:.2%}"))
+    if summary.null_energy_share_max is not None:
+        gap = summary.null_gap_ratio_min
+        rows.append(("null-space eigen-gap", f"lambda_r+1 / lambda_r >= {gap:.3g}" if gap is not None else "exact null spaces (lambda_r = 0)"))
+        rows.append(("Cov- input energy in null space", f"{summary.null_energy_share_mean:.2e} mean, {summary.null_energy_share_max:.2e} max"))
     rows.append(("exact-rebuild extra bytes", f"{summary.correction_bytes:,} ({summary.correction_fraction:.2%} of target weights)"))
     rows.append(("time", f"{summary.seconds} s"))
     ui.show(ui.summary_table("sclora init", rows))

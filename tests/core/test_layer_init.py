@@ -60,7 +60,7 @@ def test_initialize_layer_lora_keeps_weight(dtype):
 
 def test_initialize_layer_unknown_method():
     with pytest.raises(ValueError, match="unknown method"):
-        initialize_layer(torch.zeros(4, 4), None, None, "input", InitSettings(method="pissa", rank=2, alpha=2.0))
+        initialize_layer(torch.zeros(4, 4), None, None, "input", InitSettings(method="no-such-method", rank=2, alpha=2.0))
 
 
 def test_init_settings_scale():

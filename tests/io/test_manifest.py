@@ -124,7 +124,8 @@ def test_records_write_the_keys_in_the_order_manifests_have():
     record = DatasetRecord.from_dict(dataset("-", "neg.jsonl"))
     assert list(record.to_dict()) == DATASET_KEYS and record.to_dict() == dataset("-", "neg.jsonl")
     assert TrainSettings.from_dict(TrainSettings(lr=3e-4, freeze_b=True).to_dict()) == TrainSettings(lr=3e-4, freeze_b=True)
-    assert list(InitConfig.from_dict(chain()["config"]).to_dict()) == list(chain()["parents"][0]["manifest"]["config"])[:9]
+    # (fields added later, such as method_settings, come after the nine every init manifest has)
+    assert list(InitConfig.from_dict(chain()["config"]).to_dict())[:9] == list(chain()["parents"][0]["manifest"]["config"])[:9]
     assert isinstance(Manifest.from_dict(chain()["parents"][0]["manifest"]).config, TrainConfig)
 
 
