@@ -2,13 +2,19 @@
 
 All maths runs in float64. A site is either the layer's output (covariance of h directly) or
 its input (covariance of x, turned into the output covariance with Cov_out = W Cov_in W^T).
+Where r << d the top eigenpairs come from the certified block Krylov solver (core.eigen), which
+never forms W Cov_in W^T; otherwise, and whenever its certificate fails, from a dense eigh, on
+the covariances' device (a GPU's eigh when they live there).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
+
+from . import eigen
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,7 @@ class Subspace:
 
     basis: torch.Tensor
     eigenvalues: torch.Tensor
+    solver: str = "eigh"
 
 
 def output_covariance(weight: torch.Tensor, input_cov: torch.Tensor) -> torch.Tensor:
@@ -32,8 +39,7 @@ def delta_covariance(cov_pos: torch.Tensor, cov_neg: torch.Tensor, beta: float) 
     return (1.0 - beta) * cov_pos.to(torch.float64) - beta * cov_neg.to(torch.float64)
 
 
-def symmetrize(matrix: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (matrix + matrix.T)
+symmetrize = eigen.symmetrize
 
 
 def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
@@ -47,9 +53,8 @@ def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
 
 def top_eigenpairs(matrix: torch.Tensor, rank: int) -> Subspace:
     """The `rank` eigenpairs of a symmetric matrix with the largest ALGEBRAIC eigenvalues."""
-    values, vectors = torch.linalg.eigh(symmetrize(matrix.to(torch.float64)))
-    order = torch.argsort(values, descending=True)[:rank]
-    return Subspace(basis=fix_signs(vectors[:, order]), eigenvalues=values[order])
+    found = eigen.dense_top(matrix, rank)
+    return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values)
 
 
 def top_eigenpairs_of_projection(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
@@ -77,14 +82,34 @@ def select_subspace(
 ) -> Subspace:
     """Q_r maximising R(S) = (1-beta) E|P_S h+|^2 - beta E|P_S h-|^2 for one layer.
 
-    `side` says what the covariances describe: "output" (h) or "input" (x, h = W x).
+    `side` says what the covariances describe: "output" (h) or "input" (x, h = W x). The work
+    runs where the covariances live; the basis comes back on the weight's device.
     """
-    d_out, d_in = weight.shape
-    if side == "output":
-        return top_eigenpairs(delta_covariance(cov_pos, cov_neg, beta), rank)
-    if side != "input":
+    if side not in ("input", "output"):
         raise ValueError(f"side must be 'input' or 'output', got {side!r}")
     inner = delta_covariance(cov_pos, cov_neg, beta)
+    w = weight.to(device=inner.device, dtype=torch.float64)
+    chosen = certified_krylov(w, inner, side, rank) or dense_subspace(w, inner, side, rank)
+    return Subspace(basis=chosen.basis.to(weight.device), eigenvalues=chosen.eigenvalues.to(weight.device), solver=chosen.solver)
+
+
+def certified_krylov(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace | None:
+    """The block Krylov answer where r << d on a CPU and its certificate holds, else None."""
+    operator = eigen.DenseOperator(inner) if side == "output" else eigen.SandwichOperator(weight, inner)
+    if operator.device.type != "cpu" or not eigen.worth_krylov(operator, rank):
+        return None
+    found = eigen.krylov_top(operator, rank)
+    if found is None:
+        return None
+    return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver="krylov")
+
+
+def dense_subspace(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace:
+    """Full eigh: of dCov at an output site, of the d_in-sized reduced problem where d_out > d_in,
+    else of W dCov W^T."""
+    d_out, d_in = weight.shape
+    if side == "output":
+        return top_eigenpairs(inner, rank)
     if d_out > d_in:
         reduced = top_eigenpairs_of_projection(weight, inner, rank)
         if reduced is not None:
@@ -112,12 +137,31 @@ def energy_parts_at_site(weight: torch.Tensor, basis: torch.Tensor, cov: torch.T
     """(tr(Q^T C_out Q), tr(C_out)) for the OUTPUT covariance, given one collected at `side`.
 
     For an input site it uses tr(Q^T W C W^T Q) = tr(V^T C V) with V = W^T Q and
-    tr(W C W^T) = sum(C * W^T W), never forming the d_out x d_out matrix.
+    tr(W C W^T) = sum(C * W^T W), never forming the d_out x d_out matrix; W^T W is computed once
+    per weight tensor and shared by the calls for Cov+ and Cov-.
     """
-    q = basis.to(torch.float64)
     c = cov.to(torch.float64)
+    q = basis.to(device=c.device, dtype=torch.float64)
     if side == "output":
         return torch.trace(q.T @ c @ q).item(), torch.trace(c).item()
-    w = weight.to(torch.float64)
-    v = w.T @ q
-    return torch.trace(v.T @ c @ v).item(), torch.sum(c * (w.T @ w)).item()
+    v = weight.to(device=c.device, dtype=torch.float64).T @ q
+    gram = GRAMS.of(weight, c.device)
+    return torch.trace(v.T @ c @ v).item(), torch.dot(c.reshape(-1), gram.reshape(-1)).item()
+
+
+class GramCache:
+    """W^T W (float64) of the most recent weight tensor, keyed by identity and version."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.gram: torch.Tensor | None = None
+
+    def of(self, weight: torch.Tensor, device: torch.device) -> torch.Tensor:
+        key = (weakref.ref(weight), weight._version, device)
+        if self.key is None or self.key[0]() is not weight or self.key[1:] != key[1:]:
+            w = weight.to(device=device, dtype=torch.float64)
+            self.key, self.gram = key, w.T @ w
+        return self.gram
+
+
+GRAMS = GramCache()
