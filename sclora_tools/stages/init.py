@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
 from .. import models, ui
-from ..core import methods
+from ..core import exact, methods
 from ..core.layer_init import InitSettings, LayerInit, initialize_layer
 from ..errors import InputError, MismatchError, NumericalError, UsageError
 from ..io import memory
@@ -18,8 +19,9 @@ from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
 from ..io.corrections import FILE as CORRECTIONS, write_corrections
 from ..io.covariances import open_covariances
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
-from ..io.hashing import sha256_tensor
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader
+from ..io.prefetch import prefetched
+from ..io.streaming_writer import StreamingWriter, specs_of
 from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
@@ -132,35 +134,52 @@ def warn_unstable_beta(calibration: dict, reader: CheckpointReader, sites: dict,
 
 
 def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_bytes, progress):
-    """Copy the checkpoint tensor by tensor, replacing each target weight with its W_res."""
+    """Copy the checkpoint tensor by tensor, replacing each target weight with its W_res. The next
+    tensors are read and hashed on a background thread, each tensor streams to its shard as soon
+    as it is ready, and a site's covariances are read once for all the targets it serves."""
     memory.return_large_blocks_to_the_os()
-    writer = ShardedWriter(out_dir, shard_bytes)
     layers, source_hashes = {}, {}
     with open_covariances(calibration_dir, "pos") as pos, open_covariances(calibration_dir, "neg") as neg, \
-            ui.progress_bar(progress) as bar:
+            StreamingWriter(out_dir, specs_of(reader), shard_bytes) as writer, ui.progress_bar(progress) as bar:
+        covariances = CovarianceCache(pos, neg)
         task = bar.add_task("init", total=len(reader.names), rate="")
-        for name in reader.names:
-            tensor = reader.read(name)
-            source_hashes[name] = sha256_tensor(tensor)
+        for name, tensor, digest in prefetched(reader):
+            source_hashes[name] = digest
             target = name[: -len(".weight")] if name.endswith(".weight") else None
             if target in sites:
-                layer = init_target(target, tensor, sites[target], pos, neg, settings, len(layers))
+                layer = init_target(target, tensor, sites[target], covariances, settings, len(layers))
                 layers[target], tensor = layer, layer.w_res
             writer.add(name, tensor)
             memory.trim()
             bar.update(task, advance=1, rate=target or "")
-    writer.close()
+        writer.close()
     return layers, source_hashes
 
 
-def init_target(target, weight, site, pos, neg, settings, index) -> LayerInit:
-    if not bool(torch.isfinite(weight).all()):
+class CovarianceCache:
+    """Cov+ and Cov- of the last two sites read: q/k/v (and gate/up) share one site, and in
+    checkpoint order o_proj comes between k_proj and q_proj."""
+
+    def __init__(self, pos, neg, keep: int = 2) -> None:
+        self.pos, self.neg, self.keep = pos, neg, keep
+        self.recent: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if key not in self.recent:
+            self.recent[key] = (self.pos.get(key), self.neg.get(key))
+            while len(self.recent) > self.keep:
+                self.recent.popitem(last=False)
+        self.recent.move_to_end(key)
+        return self.recent[key]
+
+
+def init_target(target, weight, site, covariances, settings, index) -> LayerInit:
+    if not exact.all_finite(weight):
         raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
     needs_cov = settings.method in methods.SUBSPACE_METHODS
-    cov_pos = pos.get(site["key"]) if needs_cov else None
-    cov_neg = neg.get(site["key"]) if needs_cov else None
+    cov_pos, cov_neg = covariances.get(site["key"]) if needs_cov else (None, None)
     layer = initialize_layer(weight, cov_pos, cov_neg, site["side"], settings, index)
-    if not bool(torch.isfinite(layer.w_res).all()):
+    if not exact.all_finite(layer.w_res):
         raise NumericalError(f"W_res of {target} holds NaN or Inf; check the calibration covariances.")
     return layer
 
