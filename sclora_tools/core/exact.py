@@ -191,13 +191,6 @@ def coarse_positions(w_res: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Te
     return where, gaps[where]
 
 
-def all_finite(t: torch.Tensor) -> bool:
-    """No NaN or Inf in a float tensor of a supported dtype, from its exponent bits."""
-    if t.dtype not in FORMATS:
-        return bool(torch.isfinite(t).all())
-    return not bool((exponent_field(t) > (FORMATS[t.dtype][1] >> FORMATS[t.dtype][0])).any())
-
-
 def nudge(values: torch.Tensor, steps: int) -> torch.Tensor:
     """Move each value `steps` representable numbers up (steps > 0) or down, in its own dtype."""
     target = torch.full_like(values, math.inf if steps > 0 else -math.inf)

@@ -60,16 +60,24 @@ def top_eigenpairs(matrix: torch.Tensor, rank: int) -> Subspace:
 def top_eigenpairs_of_projection(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
     """Top eigenpairs of W M W^T (d_out x d_out) by solving a d_in-sized problem, d_out > d_in.
 
-    With W = U R (reduced QR), W M W^T = U (R M R^T) U^T: its nonzero spectrum is that of the
-    d_in x d_in matrix R M R^T and the rest is zero on the complement of range(U). Returns None
-    when that shortcut cannot decide the answer (fewer than `rank` non-negative eigenvalues, so
-    the zero eigenspace would have to be split); the caller then solves the full problem.
+    With W = U R (Householder QR), W M W^T = U (R M R^T) U^T: its nonzero spectrum is that of the
+    d_in x d_in matrix R M R^T and the rest is zero on the complement of range(U). U is never
+    formed: its reflectors are applied to the r small eigenvectors. Returns None when that
+    shortcut cannot decide the answer (fewer than `rank` non-negative eigenvalues, so the zero
+    eigenspace would have to be split); the caller then solves the full problem. R^T R = W^T W is
+    kept for the energy diagnostics of the same weight.
     """
-    u, r = torch.linalg.qr(weight.to(torch.float64), mode="reduced")
-    small = top_eigenpairs(r @ inner.to(torch.float64) @ r.T, min(rank, r.shape[0]))
+    w = weight.to(torch.float64)
+    d_out, d_in = w.shape
+    reflectors, tau = torch.geqrf(w)
+    r = reflectors[:d_in].triu()
+    small = top_eigenpairs(r @ inner.to(torch.float64) @ r.T, min(rank, d_in))
+    GRAMS.put(weight, r.T @ r)
     if small.eigenvalues.numel() < rank or bool((small.eigenvalues < 0).any()):
         return None
-    return Subspace(basis=fix_signs(u @ small.basis), eigenvalues=small.eigenvalues)
+    padded = torch.zeros(d_out, small.basis.shape[1], dtype=torch.float64, device=w.device)
+    padded[:d_in] = small.basis
+    return Subspace(basis=fix_signs(torch.ormqr(reflectors, tau, padded)), eigenvalues=small.eigenvalues)
 
 
 def select_subspace(
@@ -157,11 +165,16 @@ class GramCache:
         self.gram: torch.Tensor | None = None
 
     def of(self, weight: torch.Tensor, device: torch.device) -> torch.Tensor:
-        key = (weakref.ref(weight), weight._version, device)
-        if self.key is None or self.key[0]() is not weight or self.key[1:] != key[1:]:
-            w = weight.to(device=device, dtype=torch.float64)
-            self.key, self.gram = key, w.T @ w
-        return self.gram
+        if not self.holds(weight):
+            w = weight.to(dtype=torch.float64)
+            self.put(weight, w.T @ w)
+        return self.gram.to(device)
+
+    def holds(self, weight: torch.Tensor) -> bool:
+        return self.key is not None and self.key[0]() is weight and self.key[1] == weight._version
+
+    def put(self, weight: torch.Tensor, gram: torch.Tensor) -> None:
+        self.key, self.gram = (weakref.ref(weight), weight._version), gram
 
 
 GRAMS = GramCache()

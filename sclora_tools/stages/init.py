@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import models, ui
-from ..core import exact, methods
+from ..core import methods
 from ..core.layer_init import InitSettings, LayerInit, initialize_layer
 from ..errors import InputError, MismatchError, NumericalError, UsageError
 from ..io import memory
@@ -174,12 +174,12 @@ class CovarianceCache:
 
 
 def init_target(target, weight, site, covariances, settings, index) -> LayerInit:
-    if not exact.all_finite(weight):
+    if not bool(torch.isfinite(weight).all()):
         raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
     needs_cov = settings.method in methods.SUBSPACE_METHODS
     cov_pos, cov_neg = covariances.get(site["key"]) if needs_cov else (None, None)
     layer = initialize_layer(weight, cov_pos, cov_neg, site["side"], settings, index)
-    if not exact.all_finite(layer.w_res):
+    if not bool(torch.isfinite(layer.w_res).all()):
         raise NumericalError(f"W_res of {target} holds NaN or Inf; check the calibration covariances.")
     return layer
 
