@@ -16,6 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers.utils import logging
+
+from sclora_tools import models
+
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_REF = "da272ef"  # main before issue 13: full eigh per layer, lzma corrections
 ENV = {"HF_HUB_OFFLINE": "1", "SCLORA_QUIET": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
@@ -78,8 +84,6 @@ def machine() -> str:
 
 
 def embedded_model() -> Path:
-    from sclora_tools import models
-
     return Path(models.resolve_model("smollm2-135m-instruct").path)
 
 
@@ -87,10 +91,6 @@ def build_llama(directory: Path, *, hidden: int, intermediate: int, layers: int,
                 dtype: str = "bfloat16", vocab_from: Path | None = None, shard_mb: int | None = None, seed: int = 0) -> Path:
     """A random Llama saved as safetensors, with the embedded model's tokenizer (a real vocabulary,
     so calibration sees varied tokens); built once per directory."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from transformers.utils import logging
-
     logging.disable_progress_bar()
     if (directory / "config.json").is_file():
         return directory
@@ -120,6 +120,6 @@ def mib(n: float) -> str:
 
 
 def table(rows: list[tuple], header: tuple) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    line = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths))  # noqa: E731
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    line = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True))  # noqa: E731
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])

@@ -99,8 +99,9 @@ def main() -> None:
             rows["today"] = ours(model, work, samples, length, rank, baseline_code(args.baseline_ref, work / "today-code"), "today")
         rows["CorDA"] = corda(model, work, samples, length, rank)
     reference = rows["CorDA"]
+    extra = reference["peak"] - base
     lines = [(name, f"{r['seconds']:.1f}", f"{reference['seconds'] / r['seconds']:.2f}x", mib(r["peak"]), mib(r["peak"] - base),
-              f"{(r['peak'] - base) / (reference['peak'] - base):.2f}x", r["detail"]) for name, r in rows.items()]
+              f"{(r['peak'] - base) / extra:.2f}x", r["detail"]) for name, r in rows.items()]
     print(table(lines, ("path", "wall s", "speed vs CorDA", "peak RSS", "extra over imports", "extra vs CorDA", "detail")))
     print(f"imports alone: {mib(base)}; {samples} + {samples} samples of <= {length} tokens, rank {rank}; {machine()}")
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import torch
 
 from . import step_codec
-from .step_codec import ESCAPE
 
 B_FRACTION_BITS = 21
 EXACT_INTEGER_BITS = 53

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from .checkpoint import SAFETENSORS_DTYPES, finish_shards
 
@@ -99,7 +100,7 @@ class StreamingWriter:
             self.handle.close()
         if self.shard != len(self.shards) - 1 or (self.shards and self.position != len(self.shards[-1])):
             raise ValueError("the checkpoint is incomplete: fewer tensors added than planned")
-        written = [(path, [spec.name for spec in shard]) for path, shard in zip(self.temporary, self.shards)]
+        written = [(path, [spec.name for spec in shard]) for path, shard in zip(self.temporary, self.shards, strict=True)]
         return finish_shards(self.out_dir, self.stem, written, sum(spec.nbytes for shard in self.shards for spec in shard))
 
     def abort(self) -> None:
@@ -121,8 +122,6 @@ class StreamingWriter:
 
 def specs_of(reader) -> list[TensorSpec]:
     """Name, dtype and shape of every tensor of a CheckpointReader, in its order."""
-    from safetensors import safe_open
-
     found: dict[str, TensorSpec] = {}
     for path in reader.files:
         with safe_open(str(path), framework="pt") as handle:

@@ -17,12 +17,13 @@ from ..errors import InputError, MismatchError, NumericalError, UsageError
 from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
-from ..io.corrections import FILE as CORRECTIONS, write_corrections
-from ..io.covariances import open_covariances
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader
+from ..io.corrections import FILE as CORRECTIONS
+from ..io.corrections import write_corrections
+from ..io.covariances import open_covariances
+from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
 from ..io.prefetch import prefetched
 from ..io.streaming_writer import StreamingWriter, specs_of
-from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
 
