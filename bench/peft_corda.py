@@ -68,8 +68,8 @@ def ours(model: Path, work: Path, samples: int, length: int, rank: int, root: Pa
     calibration, out = work / f"calib-{label}", work / f"run-{label}"
     calibrated = run_python(CALIBRATE.format(model=str(model), out=str(calibration), samples=samples, length=length), code_root=root)
     initialised = run_python(INIT.format(calibration=str(calibration), out=str(out), rank=rank), code_root=root)
-    return {"seconds": calibrated.seconds + initialised.seconds, "peak": max(calibrated.peak_rss, initialised.peak_rss),
-            "detail": f"calibrate {calibrated.seconds:.1f} s / {mib(calibrated.peak_rss)}, init {initialised.seconds:.1f} s / {mib(initialised.peak_rss)}"}
+    detail = f"calibrate {calibrated.seconds:.1f} s / {mib(calibrated.peak_rss)}, init {initialised.seconds:.1f} s / {mib(initialised.peak_rss)}"
+    return {"seconds": calibrated.seconds + initialised.seconds, "peak": max(calibrated.peak_rss, initialised.peak_rss), "detail": detail}
 
 
 def corda(model: Path, work: Path, samples: int, length: int, rank: int) -> dict:
