@@ -39,7 +39,7 @@ def write_adapter(
     base_model: str | None,
 ) -> None:
     """Write a standard PEFT LoRA adapter that `PeftModel.from_pretrained` loads."""
-    from peft import LoraConfig  # noqa: PLC0415 - peft takes seconds to import; only adapter files need it
+    from peft import LoraConfig
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def write_adapter(
 
 def read_adapter(adapter_dir: Path) -> tuple[LoraConfig, dict[str, LoraPair]]:
     """Read a PEFT LoRA adapter back into (config, {module: LoraPair})."""
-    from peft import LoraConfig  # noqa: PLC0415 - see write_adapter
+    from peft import LoraConfig
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / WEIGHTS).is_file() or not (adapter_dir / CONFIG).is_file():

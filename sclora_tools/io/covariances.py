@@ -11,14 +11,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-ROLE_FILES = {"pos": "pos.safetensors", "neg": "neg.safetensors"}
+from .manifest_types import Role
 
 
-def covariance_path(calibration_dir: Path, role: str) -> Path:
-    return Path(calibration_dir) / ROLE_FILES[role]
+def covariance_path(calibration_dir: Path, role: Role) -> Path:
+    """pos.safetensors for D+, neg.safetensors for D-."""
+    return Path(calibration_dir) / f"{role.short}.safetensors"
 
 
-def write_covariances(calibration_dir: Path, role: str, covariances: dict[str, torch.Tensor]) -> None:
+def write_covariances(calibration_dir: Path, role: Role, covariances: dict[str, torch.Tensor]) -> None:
     """Store one dataset's covariances, keyed by site key (module:side)."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in covariances.items()}
     save_file(tensors, str(covariance_path(calibration_dir, role)), metadata={"format": "pt"})
@@ -41,6 +42,6 @@ class CovarianceFile:
 
 
 @contextlib.contextmanager
-def open_covariances(calibration_dir: Path, role: str) -> Iterator[CovarianceFile]:
+def open_covariances(calibration_dir: Path, role: Role) -> Iterator[CovarianceFile]:
     with safe_open(str(covariance_path(calibration_dir, role)), framework="pt") as handle:
         yield CovarianceFile(handle)

@@ -15,9 +15,9 @@ from ..errors import InputError, NumericalError, UsageError
 from ..io.atomic import staged_directory
 from ..io.checkpoint import CheckpointReader
 from ..io.covariances import write_covariances
-from ..io.manifest import new_manifest, write_manifest
+from ..io.manifest import Manifest, new_manifest, write_manifest
+from ..io.manifest_types import CALIBRATION_ROLES
 
-ROLES = ("pos", "neg")
 ACCUMULATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -42,7 +42,7 @@ def calibrate(
     """Collect Cov+ and Cov- for every target layer; returns the written manifest."""
     check_options(samples, max_length, batch_size, normalization, accumulate_dtype)
     started = time.time()
-    datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(ROLES, (pos, neg))}
+    datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(CALIBRATION_ROLES, (pos, neg), strict=True)}
     source = models.resolve_model(model)
     reader = CheckpointReader(source.path)
     run_device = models.pick_device(device)
@@ -59,9 +59,9 @@ def calibrate(
         batches = token_batches(examples, tokenizer, max_length)
         moments, tokens = run_dataset(net, sites, batches, batch_size, run_device, ACCUMULATE_DTYPES[accumulate_dtype], role, progress)
         covariances[role] = {key: finished(moment, len(examples), normalization, key) for key, moment in moments.items()}
-        records.append(data.texts_record(loaded, examples, tokens, "+" if role == "pos" else "-"))
+        records.append(data.texts_record(loaded, examples, tokens, role))
     with staged_directory(Path(output_dir), "calibration") as staging:
-        for role in ROLES:
+        for role in CALIBRATION_ROLES:
             write_covariances(staging, role, covariances[role])
         manifest = new_manifest(
             "calibration",
@@ -75,7 +75,7 @@ def calibrate(
             summary={"seconds": round(time.time() - started, 2), "tokens": sum(r["tokens"] for r in records)},
         )
         manifest = write_manifest(staging, manifest)
-    report(manifest, Path(output_dir))
+    report(Manifest.from_dict(manifest), Path(output_dir))
     return manifest
 
 
@@ -128,7 +128,7 @@ def run_dataset(net, sites, sequences, batch_size, device, accumulate, role, pro
     pad_id = getattr(net.config, "pad_token_id", None) or 0
     tokens, started = 0, time.time()
     with Collector(net, sites, accumulate, device) as collector, torch.inference_mode(), ui.progress_bar(progress) as bar:
-        task = bar.add_task(f"calibrate {role}", total=len(sequences), rate="")
+        task = bar.add_task(f"calibrate {role.short}", total=len(sequences), rate="")
         for start in range(0, len(sequences), batch_size):
             input_ids, mask = padded(sequences[start : start + batch_size], pad_id, device)
             collector.mask = mask
@@ -146,11 +146,12 @@ def finished(moment, samples: int, normalization: str, key: str) -> torch.Tensor
     return covariance.cpu().contiguous()
 
 
-def report(manifest: dict, output_dir: Path) -> None:
-    rows = [("output", str(output_dir)), ("model", manifest["model"]["id"]),
-            ("targets", f"{len(manifest['config']['targets'])} layers, {len(manifest['config']['sites'])} covariance sites")]
-    rows += [(f"data {d['role']}", f"{d['name']}: {d['samples']} samples, {d['tokens']:,} tokens") for d in manifest["datasets"]]
-    rows.append(("time", f"{manifest['summary']['seconds']} s"))
+def report(manifest: Manifest, output_dir: Path) -> None:
+    config = manifest.config
+    rows = [("output", str(output_dir)), ("model", manifest.model.id),
+            ("targets", f"{len(config.targets)} layers, {len(config.sites)} covariance sites")]
+    rows += [(f"data {d.role}", f"{d.name}: {d.samples} samples, {d.tokens:,} tokens") for d in manifest.datasets]
+    rows.append(("time", f"{manifest.summary.seconds} s"))
     ui.show(ui.summary_table("sclora calibrate", rows))
 
 
