@@ -166,7 +166,7 @@ class GramCache:
 
     def of(self, weight: torch.Tensor, device: torch.device) -> torch.Tensor:
         if not self.holds(weight):
-            w = weight.to(dtype=torch.float64)
+            w = weight.to(device=device, dtype=torch.float64)
             self.put(weight, w.T @ w)
         return self.gram.to(device)
 

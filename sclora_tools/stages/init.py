@@ -135,7 +135,7 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
     layers, source_hashes = {}, {}
     with open_covariances(calibration_dir, Role.POS) as pos, open_covariances(calibration_dir, Role.NEG) as neg, \
             StreamingWriter(out_dir, specs_of(reader), shard_bytes) as writer, ui.progress_bar(progress) as bar:
-        covariances = CovarianceCache(pos, neg)
+        covariances = CovarianceCache(pos, neg, eigen_device(settings))
         task = bar.add_task("init", total=len(reader.names), rate="")
         for name, tensor, digest in prefetched(reader):
             source_hashes[name] = digest
@@ -152,19 +152,25 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
 
 class CovarianceCache:
     """Cov+ and Cov- of the last two sites read: q/k/v (and gate/up) share one site, and in
-    checkpoint order o_proj comes between k_proj and q_proj."""
+    checkpoint order o_proj comes between k_proj and q_proj. Kept on `device`: on a GPU the
+    subspace's eigen work runs there (core.subspace follows the covariances)."""
 
-    def __init__(self, pos, neg, keep: int = 2) -> None:
-        self.pos, self.neg, self.keep = pos, neg, keep
+    def __init__(self, pos, neg, device: torch.device, keep: int = 2) -> None:
+        self.pos, self.neg, self.device, self.keep = pos, neg, device, keep
         self.recent: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
         if key not in self.recent:
-            self.recent[key] = (self.pos.get(key), self.neg.get(key))
+            self.recent[key] = (self.pos.get(key).to(self.device), self.neg.get(key).to(self.device))
             while len(self.recent) > self.keep:
                 self.recent.popitem(last=False)
         self.recent.move_to_end(key)
         return self.recent[key]
+
+
+def eigen_device(settings: InitSettings) -> torch.device:
+    """A GPU for SC-LoRA's eigenproblems when there is one (the exact scheme stays on the CPU)."""
+    return torch.device("cuda" if settings.method == "sclora" and torch.cuda.is_available() else "cpu")
 
 
 def init_target(target, weight, site, covariances, settings, index) -> LayerInit:

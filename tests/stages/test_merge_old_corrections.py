@@ -10,12 +10,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sclora_tools import calibrate, init, merge
+from sclora_tools import merge
 from sclora_tools.core import exact, step_codec
 from sclora_tools.io.adapter import read_adapter
 from sclora_tools.io.checkpoint import CheckpointReader
 from sclora_tools.io.corrections import CODEC_KEY, FILE, read_correction
 from sclora_tools.io.manifest import read_manifest, write_manifest
+from tests.chain import fresh_copy
 
 
 def bits_of(model_dir: Path) -> dict[str, bytes]:
@@ -45,18 +46,15 @@ def rewrite_as_lzma(run: Path) -> None:
     write_manifest(run, {k: v for k, v in manifest.items() if k != "files"})
 
 
-@pytest.mark.parametrize("model_name", ["tiny_bf16", "tiny_fp32"])
-def test_a_run_with_lzma_corrections_merges_bit_exactly(model_name, request, data_files, tmp_path):
-    model_dir = request.getfixturevalue(model_name)
-    calibrate(str(model_dir), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "calib",
-              samples=16, max_length=32, batch_size=8, progress=False)
-    init(tmp_path / "calib", tmp_path / "run", beta=0.5, rank=4, progress=False)
-    with safe_open(tmp_path / "run" / FILE, "pt") as handle:
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_a_run_with_lzma_corrections_merges_bit_exactly(dtype, small_run, tiny_model, tmp_path):
+    run = fresh_copy(small_run(dtype), tmp_path)
+    with safe_open(run / FILE, "pt") as handle:
         assert handle.metadata()[CODEC_KEY] == step_codec.ZLIB_BY_GAP
-    rewrite_as_lzma(tmp_path / "run")
-    with safe_open(tmp_path / "run" / FILE, "pt") as handle:
+    rewrite_as_lzma(run)
+    with safe_open(run / FILE, "pt") as handle:
         assert CODEC_KEY not in handle.metadata()
-        assert read_correction(handle, next(iter(read_adapter(tmp_path / "run" / "adapter")[1]))).codec == step_codec.LZMA_INT8
-    manifest = merge(tmp_path / "run", rebuild_base=tmp_path / "base", progress=False)
+        assert read_correction(handle, next(iter(read_adapter(run / "adapter")[1]))).codec == step_codec.LZMA_INT8
+    manifest = merge(run, rebuild_base=tmp_path / "base", progress=False)
     assert manifest["verification"]["passed"]
-    assert bits_of(tmp_path / "base" / "base") == bits_of(model_dir)
+    assert bits_of(tmp_path / "base" / "base") == bits_of(tiny_model(dtype))
