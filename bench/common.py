@@ -53,7 +53,8 @@ def run_python(code: str, *, code_root: Path | None = None, cwd: Path | None = N
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, env=env, cwd=cwd or REPO)
+        # never the checkout as working directory: `python -c` puts it first on sys.path, ahead of PYTHONPATH
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, env=env, cwd=cwd or tempfile.gettempdir())
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
