@@ -162,32 +162,44 @@ def binade_keys(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return keys, exponent < top
 
 
-def coarse_keys(w_res: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(coarse mask, key difference) with coarse = spacing(w_res) > spacing(dense). Entries in the
-    top binade (whose spacing may be infinite) or not finite take the careful path; the rest
-    compare max(exponent, 1) directly."""
+@dataclass
+class BinadeKeys:
+    """Per entry: whether it is coarse (spacing(w_res) > spacing(dense)), and the integer keys
+    that order each side's spacing, from which the binade gap of any entry follows."""
+
+    coarse: torch.Tensor
+    res: torch.Tensor
+    dense: torch.Tensor
+
+    def gaps(self, where: torch.Tensor) -> torch.Tensor:
+        return self.res[where].to(torch.int32) - self.dense[where].to(torch.int32)
+
+
+def coarse_keys(w_res: torch.Tensor, dense: torch.Tensor) -> BinadeKeys:
+    """Entries in the top binade (whose spacing may be infinite) or not finite take the careful
+    path; the rest compare max(exponent, 1) directly."""
     top_binade = (FORMATS[w_res.dtype][1] >> FORMATS[w_res.dtype][0])
     exponents_res, exponents_dense = exponent_field(w_res), exponent_field(dense)
     if bool((exponents_res >= top_binade).any()) or bool((exponents_dense >= top_binade).any()):
         (keys_res, finite_res), (keys_dense, finite_dense) = binade_keys(w_res), binade_keys(dense)
-        return (keys_res > keys_dense) & finite_res & finite_dense, keys_res.to(torch.int32) - keys_dense.to(torch.int32)
+        return BinadeKeys((keys_res > keys_dense) & finite_res & finite_dense, keys_res, keys_dense)
     keys_res, keys_dense = exponents_res.clamp_min(1), exponents_dense.clamp_min(1)
-    return keys_res > keys_dense, keys_res.to(torch.int32) - keys_dense.to(torch.int32)
+    return BinadeKeys(keys_res > keys_dense, keys_res, keys_dense)
 
 
 def coarse_entries(w_res: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """Entries where W_res's grid is coarser than the rebuilt value's: the only ones where
     to_dtype(W_res + P) can miss W0 for every choice of W_res. Computable by the decoder.
     Equals spacing(w_res) > spacing(dense), computed from exponent bits."""
-    return coarse_keys(w_res, dense)[0]
+    return coarse_keys(w_res, dense).coarse
 
 
 def coarse_positions(w_res: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions of the coarse entries and, for each, how many binades W_res lies above the
     rebuilt value (the step codec's groups)."""
-    coarse, gaps = coarse_keys(w_res.reshape(-1), dense.reshape(-1))
-    where = coarse.nonzero().squeeze(1)
-    return where, gaps[where]
+    keys = coarse_keys(w_res.reshape(-1), dense.reshape(-1))
+    where = keys.coarse.nonzero().squeeze(1)
+    return where, keys.gaps(where)
 
 
 def nudge(values: torch.Tensor, steps: int) -> torch.Tensor:
@@ -208,13 +220,12 @@ def rounded_sum(w: torch.Tensor, p: torch.Tensor, dtype: torch.dtype, sign: floa
 @dataclass
 class Block:
     """One flat block's residual choice: W_res, the dense rebuild from it, the entries whose
-    rebuild misses W0, the coarse set and each entry's binade gap (W_res over the rebuild)."""
+    rebuild misses W0, and the binade keys (the coarse set and the gaps)."""
 
     w_res: torch.Tensor
     dense: torch.Tensor
     missed: torch.Tensor
-    coarse: torch.Tensor
-    gaps: torch.Tensor
+    keys: BinadeKeys
 
 
 def choose_block(weight: torch.Tensor, product: torch.Tensor) -> Block:
@@ -223,11 +234,11 @@ def choose_block(weight: torch.Tensor, product: torch.Tensor) -> Block:
     w_res = rounded_sum(weight, product, weight.dtype, sign=-1.0)
     dense = rounded_sum(w_res, product, weight.dtype)
     missed = ~same_bits(dense, weight)
-    coarse, gaps = coarse_keys(w_res, dense)
-    fixable = (missed & ~coarse).nonzero().squeeze(1)
+    block = Block(w_res=w_res, dense=dense, missed=missed, keys=coarse_keys(w_res, dense))
+    fixable = (missed & ~block.keys.coarse).nonzero().squeeze(1)
     if fixable.numel():
-        nudge_into(Block(w_res, dense, missed, coarse, gaps), fixable, weight[fixable], product[fixable])
-    return Block(w_res=w_res, dense=dense, missed=missed, coarse=coarse, gaps=gaps)
+        nudge_into(block, fixable, weight[fixable], product[fixable])
+    return block
 
 
 def nudge_into(block: Block, where: torch.Tensor, target: torch.Tensor, part: torch.Tensor) -> None:
@@ -241,7 +252,8 @@ def nudge_into(block: Block, where: torch.Tensor, target: torch.Tensor, part: to
         open_ &= ~hit
     dense = torch.where(open_, block.dense[where], target)
     block.w_res[where], block.dense[where], block.missed[where] = chosen, dense, open_
-    block.coarse[where], block.gaps[where] = coarse_keys(chosen, dense)
+    keys = coarse_keys(chosen, dense)
+    block.keys.coarse[where], block.keys.res[where], block.keys.dense[where] = keys.coarse, keys.res, keys.dense
 
 
 def row_blocks(rows: int, columns: int) -> list[tuple[int, int]]:
@@ -271,10 +283,10 @@ class EncodedBlock:
 def encode_block(weight: torch.Tensor, product: torch.Tensor, w_res_out: torch.Tensor) -> EncodedBlock:
     block = choose_block(weight, product)
     w_res_out.copy_(block.w_res)
-    where = block.coarse.nonzero().squeeze(1)
+    where = block.keys.coarse.nonzero().squeeze(1)
     steps = ordered_int(weight[where]) - ordered_int(block.dense[where])
-    outside = (block.missed & ~block.coarse).nonzero().squeeze(1)
-    return EncodedBlock(steps=steps, gaps=block.gaps[where], outside=outside)
+    outside = (block.missed & ~block.keys.coarse).nonzero().squeeze(1)
+    return EncodedBlock(steps=steps, gaps=block.keys.gaps(where), outside=outside)
 
 
 def residual_and_correction(weight: torch.Tensor, product: torch.Tensor,
