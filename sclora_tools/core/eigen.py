@@ -49,6 +49,7 @@ class Eigenpairs:
     solver: str
     sin_theta_bound: float = 0.0
     krylov_dim: int = 0
+    rest_bound: float = math.inf  # estimated top of the rest of the spectrum: theta_{r+1} + rho_{r+1}
 
 
 class DenseOperator:
@@ -63,6 +64,22 @@ class DenseOperator:
 
     def dense(self) -> torch.Tensor:
         return self.matrix
+
+    def dense_dim(self) -> int:
+        return self.dim
+
+
+class CongruenceOperator:
+    """K = L^T D L (L lower triangular, from W^T W = L L^T): where d_out > d_in, W D W^T has the
+    nonzero spectrum of this d_in x d_in matrix (W = U L^T with U = W L^-T orthonormal)."""
+
+    def __init__(self, factor: torch.Tensor, inner: torch.Tensor) -> None:
+        self.factor = factor.to(torch.float64)
+        self.inner = inner.to(device=factor.device, dtype=torch.float64)
+        self.dim, self.device = factor.shape[0], factor.device
+
+    def __call__(self, block: torch.Tensor) -> torch.Tensor:
+        return self.factor.T @ (self.inner @ (self.factor @ block))
 
     def dense_dim(self) -> int:
         return self.dim
@@ -178,6 +195,20 @@ class RitzCheck:
     values: torch.Tensor
     vectors: torch.Tensor
     sin_theta_bound: float
+    rest_bound: float
+
+
+def davis_kahan(vectors: torch.Tensor, image: torch.Tensor, theta: torch.Tensor, rank: int, rest: float | None = None,
+                width: float = 1.0) -> RitzCheck:
+    """Ritz pairs (theta, vectors), image = M vectors, at least r + 1 of them unless `rest` (an
+    estimate of lambda_{r+1}) is given: ||sin Theta||_F <= ||R_r||_F / (theta_r - rest), with
+    rest = theta_{r+1} + rho_{r+1} by default. Infinite when there is no gap."""
+    residual = image - vectors * theta[: vectors.shape[1]]
+    if rest is None:
+        rest = float(theta[rank] + residual[:, rank].norm())
+    gap = float(theta[rank - 1]) - rest
+    bound = float(residual[:, :rank].norm()) / gap if gap > GAP_FLOOR * width else math.inf
+    return RitzCheck(values=theta[:rank], vectors=vectors[:, :rank], sin_theta_bound=bound, rest_bound=rest)
 
 
 def rayleigh_ritz(space: KrylovSpace, rank: int) -> RitzCheck:
@@ -185,13 +216,7 @@ def rayleigh_ritz(space: KrylovSpace, rank: int) -> RitzCheck:
     theta, y = torch.linalg.eigh(space.projected)
     theta, y = theta.flip(0), y.flip(1)
     top = y[:, : rank + 1]
-    vectors = space.basis @ top
-    residual = space.image @ top - vectors * theta[: rank + 1]
-    norms = residual.norm(dim=0)
-    width = float(theta[0] - theta[-1]) or 1.0
-    gap = float(theta[rank - 1] - theta[rank] - norms[rank])
-    bound = float(residual[:, :rank].norm()) / gap if gap > GAP_FLOOR * width else math.inf
-    return RitzCheck(values=theta[:rank], vectors=vectors[:, :rank], sin_theta_bound=bound)
+    return davis_kahan(space.basis @ top, space.image @ top, theta, rank, width=float(theta[0] - theta[-1]) or 1.0)
 
 
 def krylov_top(operator, rank: int, *, seed: int = 0, tolerance: float = SIN_THETA_TOLERANCE,
@@ -218,4 +243,4 @@ def certified(space: KrylovSpace, rank: int, tolerance: float) -> Eigenpairs | N
     if check.sin_theta_bound > tolerance:
         return None
     return Eigenpairs(values=check.values, vectors=check.vectors, solver="krylov",
-                      sin_theta_bound=check.sin_theta_bound, krylov_dim=space.dim)
+                      sin_theta_bound=check.sin_theta_bound, krylov_dim=space.dim, rest_bound=check.rest_bound)

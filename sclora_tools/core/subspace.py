@@ -103,6 +103,8 @@ def select_subspace(
 
 def certified_krylov(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace | None:
     """The block Krylov answer where r << d on a CPU and its certificate holds, else None."""
+    if side == "input" and weight.shape[0] > weight.shape[1]:
+        return certified_reduced_krylov(weight, inner, rank)
     operator = eigen.DenseOperator(inner) if side == "output" else eigen.SandwichOperator(weight, inner)
     if operator.device.type != "cpu" or not eigen.worth_krylov(operator, rank):
         return None
@@ -110,6 +112,31 @@ def certified_krylov(weight: torch.Tensor, inner: torch.Tensor, side: str, rank:
     if found is None:
         return None
     return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver="krylov")
+
+
+def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
+    """d_out > d_in: Krylov on the d_in-sized K = L^T dCov L (W^T W = L L^T, the Gram matrix the
+    energy diagnostics use anyway), mapped back by U y = W L^-T y, re-orthonormalised, and then
+    certified against W dCov W^T itself (Cholesky squares W's condition number; the final
+    certificate does not depend on it). None when any step cannot vouch for the answer."""
+    if weight.device.type != "cpu" or not eigen.worth_krylov(eigen.SandwichOperator(weight, inner), rank):
+        return None
+    factor, info = torch.linalg.cholesky_ex(GRAMS.of(weight, weight.device))
+    if int(info) != 0:
+        return None
+    found = eigen.krylov_top(eigen.CongruenceOperator(factor, inner), rank)
+    if found is None or float(found.values[-1]) <= 0.0:  # the zero eigenvalues of W dCov W^T would join
+        return None
+    mapped = weight @ torch.linalg.solve_triangular(factor.T, found.vectors, upper=True)
+    basis = torch.linalg.qr(mapped)[0]
+    image = weight @ (inner @ (weight.T @ basis))
+    theta, rotation = torch.linalg.eigh(symmetrize(basis.T @ image))
+    theta, rotation = theta.flip(0), rotation.flip(1)
+    check = eigen.davis_kahan(basis @ rotation, image @ rotation, theta, rank, rest=max(found.rest_bound, 0.0),
+                              width=float(theta.abs().max()) or 1.0)
+    if check.sin_theta_bound > eigen.SIN_THETA_TOLERANCE:
+        return None
+    return Subspace(basis=fix_signs(check.vectors), eigenvalues=check.values, solver="krylov")
 
 
 def dense_subspace(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace:
