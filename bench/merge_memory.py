@@ -78,9 +78,9 @@ def main() -> None:
         init(root / "calib", root / "run", rank=16, shard_bytes=args.shard_mb * 10**6, progress=False)
         ours = peak_bytes("from sclora_tools import merge\n"
                           f"merge({str(root / 'run')!r}, {str(root / 'out')!r}, shard_bytes={args.shard_mb * 10**6}, progress=False)")
+        residual, adapter = str(root / "run" / "residual"), str(root / "run" / "adapter")
         peft = peak_bytes("from transformers import AutoModelForCausalLM\nfrom peft import PeftModel\n"
-                          f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(root / 'run' / 'residual')!r}), "
-                          f"{str(root / 'run' / 'adapter')!r})\n"
+                          f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({residual!r}), {adapter!r})\n"
                           f"m.merge_and_unload().save_pretrained({str(root / 'peft')!r}, max_shard_size='{args.shard_mb}MB')")
         shards = len(list((root / "model").glob("*.safetensors")))
     mib = 2**20

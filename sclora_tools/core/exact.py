@@ -17,21 +17,29 @@ The scheme (SPEC section 3):
 2. P = s * (B_init @ A_init) in float64 (the scale multiplies elementwise: IEEE-rounded,
    deterministic), then W0 = to_dtype(W_res + P) with a fixed rounding path (float64 -> float32
    -> dtype). So the rebuild is a deterministic function of the stored bytes.
-3. W_res is chosen per entry among the nearest values of the checkpoint dtype so that the rebuild
-   gives W0. Where W_res is in a higher binade than W0 its grid is coarser than W0's and no W_res
-   value may hit W0: those entries need W0's low bits stored. The decoder can tell which
-   entries those may be (W_res's spacing coarser than the rebuilt value's), so only a stream of
-   integer step corrections for them is stored, in flat order, no indices, compressed. Any miss
-   outside that set (none expected) goes to an explicit sparse patch.
+3. W_res = to_dtype(W0 - P), the nearest value to W0 - P. Where W_res is in a higher binade than
+   W0 its grid is coarser than W0's and in general no W_res value hits W0: those entries need
+   W0's low bits stored. The decoder can tell which entries those may be (W_res's spacing
+   coarser than the rebuilt value's), so only a stream of integer step corrections for them is
+   stored, in flat order, no indices, compressed; they keep the nearest W_res. Any other entry
+   whose rebuild misses W0 moves up to two steps away (first hit in NUDGE_STEPS order) and, if
+   none hits, goes to an explicit sparse patch (rare). The stream's byte codec is
+   recorded with it (core.step_codec); older runs' lzma streams still decode.
+
+Speed: the elementwise work runs in row blocks of about a million entries (cache-sized, and
+memory stays flat whatever the layer's size), float64 intermediates are never materialised
+for a whole tensor, the grid comparison reads exponent bits instead of computing spacings, and
+only the few missed or coarse entries are touched a second time.
 """
 
 from __future__ import annotations
 
-import lzma
 import math
 from dataclasses import dataclass
 
 import torch
+
+from . import step_codec
 
 B_FRACTION_BITS = 21
 EXACT_INTEGER_BITS = 53
@@ -39,16 +47,18 @@ FLOAT32_SIGNIFICAND_BITS = 24
 NUDGE_STEPS = (1, -1, 2, -2)
 UNIT_NORM_TOLERANCE = 2.0**-20
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-ESCAPE = -128
 INT_FOR_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+BLOCK_ENTRIES = 1 << 20
+# per dtype: significand bits stored, and the magnitude bits of the largest finite value
+FORMATS = {torch.float32: (23, 0x7F7FFFFF), torch.bfloat16: (7, 0x7F7F), torch.float16: (10, 0x7BFF)}
 
 
 @dataclass(frozen=True)
 class Correction:
     """What rebuilds W0 exactly from to_dtype(W_res + P).
 
-    steps: lzma-compressed int8 stream, one value per "coarse" entry (flat order): how many
-      representable numbers W0 lies above the dense rebuild; ESCAPE means "see escapes".
+    steps: the int8 stream, one value per "coarse" entry (flat order): how many representable
+      numbers W0 lies above the dense rebuild; ESCAPE means "see escapes". Encoded by `codec`.
     escapes: int64 step values that did not fit in int8, in order.
     patch_indices / patch_values: flat positions and exact values of any other miss.
     """
@@ -57,6 +67,7 @@ class Correction:
     escapes: torch.Tensor
     patch_indices: torch.Tensor
     patch_values: torch.Tensor
+    codec: str = step_codec.ZLIB_BY_GAP
 
     @property
     def nbytes(self) -> int:
@@ -164,10 +175,61 @@ def spacing(t: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(magnitude, torch.full_like(magnitude, math.inf)).to(torch.float64) - magnitude.to(torch.float64)
 
 
+def exponent_field(t: torch.Tensor) -> torch.Tensor:
+    """The biased exponent bits of each entry (integer tensor of t's width)."""
+    significand_bits, _ = FORMATS[t.dtype]
+    return (bit_view(t) & (2 ** (t.element_size() * 8 - 1) - 1)) >> significand_bits
+
+
+def binade_keys(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per entry, an integer that orders spacing(t) (max(exponent field, 1); the largest finite
+    value, whose spacing is infinite, above all) and whether t is finite. Integer ops only."""
+    significand_bits, largest = FORMATS[t.dtype]
+    magnitude = bit_view(t) & (2 ** (t.element_size() * 8 - 1) - 1)
+    exponent = magnitude >> significand_bits
+    top = (largest >> significand_bits) + 1
+    keys = torch.where(magnitude == largest, torch.full_like(exponent, top), exponent.clamp_min(1))
+    return keys, exponent < top
+
+
+@dataclass
+class BinadeKeys:
+    """Per entry: whether it is coarse (spacing(w_res) > spacing(dense)), and the integer keys
+    that order each side's spacing, from which the binade gap of any entry follows."""
+
+    coarse: torch.Tensor
+    res: torch.Tensor
+    dense: torch.Tensor
+
+    def gaps(self, where: torch.Tensor) -> torch.Tensor:
+        return self.res[where].to(torch.int32) - self.dense[where].to(torch.int32)
+
+
+def coarse_keys(w_res: torch.Tensor, dense: torch.Tensor) -> BinadeKeys:
+    """Entries in the top binade (whose spacing may be infinite) or not finite take the careful
+    path; the rest compare max(exponent, 1) directly."""
+    top_binade = (FORMATS[w_res.dtype][1] >> FORMATS[w_res.dtype][0])
+    exponents_res, exponents_dense = exponent_field(w_res), exponent_field(dense)
+    if bool((exponents_res >= top_binade).any()) or bool((exponents_dense >= top_binade).any()):
+        (keys_res, finite_res), (keys_dense, finite_dense) = binade_keys(w_res), binade_keys(dense)
+        return BinadeKeys((keys_res > keys_dense) & finite_res & finite_dense, keys_res, keys_dense)
+    keys_res, keys_dense = exponents_res.clamp_min(1), exponents_dense.clamp_min(1)
+    return BinadeKeys(keys_res > keys_dense, keys_res, keys_dense)
+
+
 def coarse_entries(w_res: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """Entries where W_res's grid is coarser than the rebuilt value's: the only ones where
-    to_dtype(W_res + P) can miss W0 for every choice of W_res. Computable by the decoder."""
-    return spacing(w_res) > spacing(dense)
+    to_dtype(W_res + P) can miss W0 for every choice of W_res. Computable by the decoder.
+    Equals spacing(w_res) > spacing(dense), computed from exponent bits."""
+    return coarse_keys(w_res, dense).coarse
+
+
+def coarse_positions(w_res: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions of the coarse entries and, for each, how many binades W_res lies above the
+    rebuilt value (the step codec's groups)."""
+    keys = coarse_keys(w_res.reshape(-1), dense.reshape(-1))
+    where = keys.coarse.nonzero().squeeze(1)
+    return where, keys.gaps(where)
 
 
 def nudge(values: torch.Tensor, steps: int) -> torch.Tensor:
@@ -178,68 +240,125 @@ def nudge(values: torch.Tensor, steps: int) -> torch.Tensor:
     return values
 
 
-def choose_residual(weight: torch.Tensor, product: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """W_res in weight's dtype, nearest to W0 - P among values with to_dtype(W_res + P) == W0
-    where such a value lies within two steps; returns W_res and the mask of entries that miss."""
+def rounded_sum(w: torch.Tensor, p: torch.Tensor, dtype: torch.dtype, sign: float = 1.0) -> torch.Tensor:
+    """to_dtype(w.double() + sign * p), with one block-sized float64 temporary worked in place."""
+    wide = w.to(torch.float64)
+    (wide.add_ if sign > 0 else wide.sub_)(p)
+    return to_dtype(wide, dtype)
+
+
+@dataclass
+class Block:
+    """One flat block's residual choice: W_res, the dense rebuild from it, the entries whose
+    rebuild misses W0, and the binade keys (the coarse set and the gaps)."""
+
+    w_res: torch.Tensor
+    dense: torch.Tensor
+    missed: torch.Tensor
+    keys: BinadeKeys
+
+
+def choose_block(weight: torch.Tensor, product: torch.Tensor) -> Block:
+    """W_res for one flat block (module docstring, step 3), the dense rebuild from it, the
+    entries that still miss, and the coarse set with its binade gaps."""
+    w_res = rounded_sum(weight, product, weight.dtype, sign=-1.0)
+    dense = rounded_sum(w_res, product, weight.dtype)
+    missed = ~same_bits(dense, weight)
+    block = Block(w_res=w_res, dense=dense, missed=missed, keys=coarse_keys(w_res, dense))
+    fixable = (missed & ~block.keys.coarse).nonzero().squeeze(1)
+    if fixable.numel():
+        nudge_into(block, fixable, weight[fixable], product[fixable])
+    return block
+
+
+def nudge_into(block: Block, where: torch.Tensor, target: torch.Tensor, part: torch.Tensor) -> None:
+    """Move W_res at `where` to the first of NUDGE_STEPS whose rebuild hits W0, in place."""
+    start = block.w_res[where]
+    chosen, open_ = start, torch.ones(where.numel(), dtype=torch.bool)
+    for steps in NUDGE_STEPS:
+        candidate = nudge(start, steps)
+        hit = open_ & same_bits(rebuild_dense(candidate, part), target)
+        chosen = torch.where(hit, candidate, chosen)
+        open_ &= ~hit
+    dense = torch.where(open_, block.dense[where], target)
+    block.w_res[where], block.dense[where], block.missed[where] = chosen, dense, open_
+    keys = coarse_keys(chosen, dense)
+    block.keys.coarse[where], block.keys.res[where], block.keys.dense[where] = keys.coarse, keys.res, keys.dense
+
+
+def row_blocks(rows: int, columns: int) -> list[tuple[int, int]]:
+    step = max(1, BLOCK_ENTRIES // max(columns, 1))
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1) if t.dim() >= 1 and t.numel() else t.reshape(1, -1)
+
+
+def check_dtype(weight: torch.Tensor) -> None:
     if weight.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"exact rebuild supports {SUPPORTED_DTYPES}, not {weight.dtype}")
-    w_res = to_dtype(weight.to(torch.float64) - product, weight.dtype)
-    missed = ~same_bits(rebuild_dense(w_res, product), weight)
-    nearest = w_res.clone()
-    for steps in NUDGE_STEPS:
-        if not bool(missed.any()):
-            break
-        where = missed.nonzero(as_tuple=True)
-        candidate = nudge(nearest[where], steps)
-        fixed = same_bits(rebuild_dense(candidate, product[where]), weight[where])
-        hit = tuple(index[fixed] for index in where)
-        w_res[hit] = candidate[fixed]
-        missed[hit] = False
-    return w_res, missed
 
 
-def encode_steps(steps: torch.Tensor) -> tuple[bytes, torch.Tensor]:
-    small = steps.abs() < 128
-    stream = torch.where(small, steps, torch.full_like(steps, ESCAPE)).to(torch.int8)
-    return lzma.compress(stream.numpy().tobytes(), preset=6), steps[~small].to(torch.int64)
+@dataclass
+class EncodedBlock:
+    """What one row block adds to the correction: its steps and gaps in flat order, and the
+    flat positions (within the block) of misses outside the coarse set."""
+
+    steps: torch.Tensor
+    gaps: torch.Tensor
+    outside: torch.Tensor
 
 
-def decode_steps(blob: bytes, escapes: torch.Tensor, count: int) -> torch.Tensor:
-    raw = lzma.decompress(blob) if blob else b""
-    if len(raw) != count:
-        raise ValueError(f"correction stream holds {len(raw)} entries, the weights need {count}")
-    steps = torch.frombuffer(bytearray(raw), dtype=torch.int8).to(torch.int64) if count else torch.zeros(0, dtype=torch.int64)
-    escaped = steps == ESCAPE
-    if int(escaped.sum()) != escapes.numel():
-        raise ValueError("correction stream and its escape list disagree")
-    steps[escaped] = escapes.to(torch.int64)
-    return steps
+def encode_block(weight: torch.Tensor, product: torch.Tensor, w_res_out: torch.Tensor) -> EncodedBlock:
+    block = choose_block(weight, product)
+    w_res_out.copy_(block.w_res)
+    where = block.keys.coarse.nonzero().squeeze(1)
+    steps = ordered_int(weight[where]) - ordered_int(block.dense[where])
+    outside = (block.missed & ~block.keys.coarse).nonzero().squeeze(1)
+    return EncodedBlock(steps=steps, gaps=block.keys.gaps(where), outside=outside)
 
 
-def residual_and_correction(weight: torch.Tensor, product: torch.Tensor) -> tuple[torch.Tensor, Correction]:
+def residual_and_correction(weight: torch.Tensor, product: torch.Tensor,
+                            codec: str = step_codec.ZLIB_BY_GAP) -> tuple[torch.Tensor, Correction]:
     """W_res for the residual model plus what rebuild() needs to give W0 bit for bit."""
-    w_res, missed = choose_residual(weight, product)
-    dense = rebuild_dense(w_res, product)
-    coarse = coarse_entries(w_res, dense)
-    steps = (ordered_int(weight) - ordered_int(dense))[coarse]
-    blob, escapes = encode_steps(steps)
-    outside = (missed & ~coarse).reshape(-1).nonzero().squeeze(1)
+    check_dtype(weight)
+    rows_w, rows_p = as_rows(weight), as_rows(product)
+    w_res = torch.empty_like(rows_w)
+    steps, gaps, outside = [], [], []
+    for start, stop in row_blocks(*rows_w.shape):
+        part = encode_block(rows_w[start:stop].reshape(-1), rows_p[start:stop].reshape(-1), w_res[start:stop].view(-1))
+        steps.append(part.steps)
+        gaps.append(part.gaps)
+        outside.append(part.outside + start * rows_w.shape[1])
+    stream, escapes = step_codec.to_stream(torch.cat(steps))
+    patch = torch.cat(outside)
     index_dtype = torch.int32 if weight.numel() < 2**31 else torch.int64
-    return w_res, Correction(
-        steps=blob,
+    return w_res.reshape(weight.shape), Correction(
+        steps=step_codec.encode(stream, torch.cat(gaps), codec),
         escapes=escapes,
-        patch_indices=outside.to(index_dtype),
-        patch_values=weight.reshape(-1)[outside].clone(),
+        patch_indices=patch.to(index_dtype),
+        patch_values=weight.reshape(-1)[patch].clone(),
+        codec=codec,
     )
 
 
 def rebuild(w_res: torch.Tensor, product: torch.Tensor, correction: Correction) -> torch.Tensor:
     """W0 from W_res, P and the correction: deterministic, exact."""
-    dense = rebuild_dense(w_res, product)
-    coarse = coarse_entries(w_res, dense)
-    ordered = ordered_int(dense)
-    ordered[coarse] += decode_steps(correction.steps, correction.escapes, int(coarse.sum()))
-    rebuilt = from_ordered_int(ordered, w_res.dtype).reshape(-1)
+    check_dtype(w_res)
+    rows_res, rows_p = as_rows(w_res), as_rows(product)
+    dense = torch.empty_like(rows_res)
+    for start, stop in row_blocks(*rows_res.shape):
+        dense[start:stop] = rounded_sum(rows_res[start:stop], rows_p[start:stop], w_res.dtype)
+    rebuilt = dense.reshape(-1)
+    where, gaps = coarse_positions(w_res, rebuilt)
+    values = rebuilt[where]
+    try:
+        stream = step_codec.decode(correction.steps, gaps, correction.codec)
+    except Exception as exc:  # lzma and zlib raise their own error types on damaged data
+        raise ValueError(f"correction stream is damaged ({exc})") from exc
+    steps = step_codec.from_stream(stream, correction.escapes)
+    rebuilt[where] = from_ordered_int(ordered_int(values) + steps, w_res.dtype)
     if correction.patch_indices.numel():
         rebuilt[correction.patch_indices.long()] = correction.patch_values.to(rebuilt.dtype)
     return rebuilt.reshape(w_res.shape)

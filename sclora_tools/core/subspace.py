@@ -2,13 +2,19 @@
 
 All maths runs in float64. A site is either the layer's output (covariance of h directly) or
 its input (covariance of x, turned into the output covariance with Cov_out = W Cov_in W^T).
+Where r << d the top eigenpairs come from the certified block Krylov solver (core.eigen), which
+never forms W Cov_in W^T; otherwise, and whenever its certificate fails, from a dense eigh, on
+the covariances' device (a GPU's eigh when they live there).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
+
+from . import eigen
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,7 @@ class Subspace:
 
     basis: torch.Tensor
     eigenvalues: torch.Tensor
+    solver: str = "eigh"
 
 
 def output_covariance(weight: torch.Tensor, input_cov: torch.Tensor) -> torch.Tensor:
@@ -32,8 +39,7 @@ def delta_covariance(cov_pos: torch.Tensor, cov_neg: torch.Tensor, beta: float) 
     return (1.0 - beta) * cov_pos.to(torch.float64) - beta * cov_neg.to(torch.float64)
 
 
-def symmetrize(matrix: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (matrix + matrix.T)
+symmetrize = eigen.symmetrize
 
 
 def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
@@ -47,24 +53,31 @@ def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
 
 def top_eigenpairs(matrix: torch.Tensor, rank: int) -> Subspace:
     """The `rank` eigenpairs of a symmetric matrix with the largest ALGEBRAIC eigenvalues."""
-    values, vectors = torch.linalg.eigh(symmetrize(matrix.to(torch.float64)))
-    order = torch.argsort(values, descending=True)[:rank]
-    return Subspace(basis=fix_signs(vectors[:, order]), eigenvalues=values[order])
+    found = eigen.dense_top(matrix, rank)
+    return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values)
 
 
 def top_eigenpairs_of_projection(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
     """Top eigenpairs of W M W^T (d_out x d_out) by solving a d_in-sized problem, d_out > d_in.
 
-    With W = U R (reduced QR), W M W^T = U (R M R^T) U^T: its nonzero spectrum is that of the
-    d_in x d_in matrix R M R^T and the rest is zero on the complement of range(U). Returns None
-    when that shortcut cannot decide the answer (fewer than `rank` non-negative eigenvalues, so
-    the zero eigenspace would have to be split); the caller then solves the full problem.
+    With W = U R (Householder QR), W M W^T = U (R M R^T) U^T: its nonzero spectrum is that of the
+    d_in x d_in matrix R M R^T and the rest is zero on the complement of range(U). U is never
+    formed: its reflectors are applied to the r small eigenvectors. Returns None when that
+    shortcut cannot decide the answer (fewer than `rank` non-negative eigenvalues, so the zero
+    eigenspace would have to be split); the caller then solves the full problem. R^T R = W^T W is
+    kept for the energy diagnostics of the same weight.
     """
-    u, r = torch.linalg.qr(weight.to(torch.float64), mode="reduced")
-    small = top_eigenpairs(r @ inner.to(torch.float64) @ r.T, min(rank, r.shape[0]))
+    w = weight.to(torch.float64)
+    d_out, d_in = w.shape
+    reflectors, tau = torch.geqrf(w)
+    r = reflectors[:d_in].triu()
+    small = top_eigenpairs(r @ inner.to(torch.float64) @ r.T, min(rank, d_in))
+    GRAMS.put(weight, r.T @ r)
     if small.eigenvalues.numel() < rank or bool((small.eigenvalues < 0).any()):
         return None
-    return Subspace(basis=fix_signs(u @ small.basis), eigenvalues=small.eigenvalues)
+    padded = torch.zeros(d_out, small.basis.shape[1], dtype=torch.float64, device=w.device)
+    padded[:d_in] = small.basis
+    return Subspace(basis=fix_signs(torch.ormqr(reflectors, tau, padded)), eigenvalues=small.eigenvalues)
 
 
 def select_subspace(
@@ -77,14 +90,61 @@ def select_subspace(
 ) -> Subspace:
     """Q_r maximising R(S) = (1-beta) E|P_S h+|^2 - beta E|P_S h-|^2 for one layer.
 
-    `side` says what the covariances describe: "output" (h) or "input" (x, h = W x).
+    `side` says what the covariances describe: "output" (h) or "input" (x, h = W x). The work
+    runs where the covariances live; the basis comes back on the weight's device.
     """
-    d_out, d_in = weight.shape
-    if side == "output":
-        return top_eigenpairs(delta_covariance(cov_pos, cov_neg, beta), rank)
-    if side != "input":
+    if side not in ("input", "output"):
         raise ValueError(f"side must be 'input' or 'output', got {side!r}")
     inner = delta_covariance(cov_pos, cov_neg, beta)
+    w = weight.to(device=inner.device, dtype=torch.float64)
+    chosen = certified_krylov(w, inner, side, rank) or dense_subspace(w, inner, side, rank)
+    return Subspace(basis=chosen.basis.to(weight.device), eigenvalues=chosen.eigenvalues.to(weight.device), solver=chosen.solver)
+
+
+def certified_krylov(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace | None:
+    """The block Krylov answer where r << d on a CPU and its certificate holds, else None."""
+    if side == "input" and weight.shape[0] > weight.shape[1]:
+        return certified_reduced_krylov(weight, inner, rank)
+    operator = eigen.DenseOperator(inner) if side == "output" else eigen.SandwichOperator(weight, inner)
+    if operator.device.type != "cpu" or not eigen.worth_krylov(operator, rank):
+        return None
+    found = eigen.krylov_top(operator, rank)
+    if found is None:
+        return None
+    return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver="krylov")
+
+
+def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
+    """d_out > d_in: Krylov on the d_in-sized K = L^T dCov L (W^T W = L L^T, the Gram matrix the
+    energy diagnostics use anyway), mapped back by U y = W L^-T y, re-orthonormalised, and then
+    certified against W dCov W^T itself (Cholesky squares W's condition number; the final
+    certificate does not depend on it). None when any step cannot vouch for the answer."""
+    if weight.device.type != "cpu" or not eigen.worth_krylov(eigen.SandwichOperator(weight, inner), rank):
+        return None
+    factor, info = torch.linalg.cholesky_ex(GRAMS.of(weight, weight.device))
+    if int(info) != 0:
+        return None
+    found = eigen.krylov_top(eigen.CongruenceOperator(factor, inner), rank)
+    if found is None or float(found.values[-1]) <= 0.0:  # the zero eigenvalues of W dCov W^T would join
+        return None
+    mapped = weight @ torch.linalg.solve_triangular(factor.T, found.vectors, upper=True)
+    basis = torch.linalg.qr(mapped)[0]
+    image = weight @ (inner @ (weight.T @ basis))
+    theta, rotation = torch.linalg.eigh(symmetrize(basis.T @ image))
+    theta, rotation = theta.flip(0), rotation.flip(1)
+    check = eigen.davis_kahan(basis @ rotation, image @ rotation, theta, rank, rest=max(found.rest_bound, 0.0),
+                              width=float(theta.abs().max()) or 1.0)
+    if check.sin_theta_bound > eigen.SIN_THETA_TOLERANCE:
+        return None
+    return Subspace(basis=fix_signs(check.vectors), eigenvalues=check.values, solver="krylov")
+
+
+def dense_subspace(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace:
+    """Full eigh: of dCov at an output site, of the d_in-sized reduced problem where d_out > d_in,
+    else of W dCov W^T."""
+    d_out, d_in = weight.shape
+    if side == "output":
+        return top_eigenpairs(inner, rank)
     if d_out > d_in:
         reduced = top_eigenpairs_of_projection(weight, inner, rank)
         if reduced is not None:
@@ -112,12 +172,52 @@ def energy_parts_at_site(weight: torch.Tensor, basis: torch.Tensor, cov: torch.T
     """(tr(Q^T C_out Q), tr(C_out)) for the OUTPUT covariance, given one collected at `side`.
 
     For an input site it uses tr(Q^T W C W^T Q) = tr(V^T C V) with V = W^T Q and
-    tr(W C W^T) = sum(C * W^T W), never forming the d_out x d_out matrix.
+    tr(W C W^T) = sum(C * W^T W), never forming the d_out x d_out matrix. W^T W, the largest cost
+    of these diagnostics, is computed once per weight tensor (upper blocks only: gram()) and
+    shared by the calls for Cov+ and Cov-.
     """
-    q = basis.to(torch.float64)
     c = cov.to(torch.float64)
+    q = basis.to(device=c.device, dtype=torch.float64)
     if side == "output":
         return torch.trace(q.T @ c @ q).item(), torch.trace(c).item()
-    w = weight.to(torch.float64)
-    v = w.T @ q
-    return torch.trace(v.T @ c @ v).item(), torch.sum(c * (w.T @ w)).item()
+    v = weight.to(device=c.device, dtype=torch.float64).T @ q
+    gram = GRAMS.of(weight, c.device)
+    return torch.trace(v.T @ c @ v).item(), torch.dot(c.reshape(-1), gram.reshape(-1)).item()
+
+
+def gram(w: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """W^T W from the GEMMs of its upper column blocks, mirrored: (blocks + 1) / (2 blocks) of the
+    flops of one W^T @ W (5/8 with 4 blocks)."""
+    d = w.shape[1]
+    edges = [d * i // blocks for i in range(blocks + 1)]
+    out = torch.empty(d, d, dtype=w.dtype, device=w.device)
+    for i in range(blocks):
+        rows = slice(edges[i], edges[i + 1])
+        for j in range(i, blocks):
+            cols = slice(edges[j], edges[j + 1])
+            out[rows, cols] = w[:, rows].T @ w[:, cols]
+            if j > i:
+                out[cols, rows] = out[rows, cols].T
+    return out
+
+
+class GramCache:
+    """W^T W of the most recent weight tensor, keyed by identity and version."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.gram: torch.Tensor | None = None
+
+    def of(self, weight: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if not self.holds(weight):
+            self.put(weight, gram(weight.to(device=device, dtype=torch.float64)))
+        return self.gram.to(device)
+
+    def holds(self, weight: torch.Tensor) -> bool:
+        return self.key is not None and self.key[0]() is weight and self.key[1] == weight._version
+
+    def put(self, weight: torch.Tensor, gram: torch.Tensor) -> None:
+        self.key, self.gram = (weakref.ref(weight), weight._version), gram
+
+
+GRAMS = GramCache()

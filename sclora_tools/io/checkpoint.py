@@ -126,20 +126,25 @@ class ShardedWriter:
     def close(self) -> list[Path]:
         """Rename the shards to their final names and write the index if there are several."""
         self.flush()
-        count = len(self.written)
-        if count == 1:
-            final = self.out_dir / f"{self.stem}.safetensors"
-            os.replace(self.written[0][0], final)
-            return [final]
-        weight_map, finals = {}, []
-        for number, (path, names) in enumerate(self.written, start=1):
-            final = self.out_dir / f"{self.stem}-{number:05d}-of-{count:05d}.safetensors"
-            os.replace(path, final)
-            finals.append(final)
-            weight_map.update({name: final.name for name in names})
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
-        (self.out_dir / f"{self.stem}.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-        return finals
+        return finish_shards(self.out_dir, self.stem, self.written, self.total_bytes)
+
+
+def finish_shards(out_dir: Path, stem: str, written: list[tuple[Path, list[str]]], total_bytes: int) -> list[Path]:
+    """Rename temporary shards (path, tensor names) to transformers' names; index if several."""
+    count = len(written)
+    if count == 1:
+        final = out_dir / f"{stem}.safetensors"
+        os.replace(written[0][0], final)
+        return [final]
+    weight_map, finals = {}, []
+    for number, (path, names) in enumerate(written, start=1):
+        final = out_dir / f"{stem}-{number:05d}-of-{count:05d}.safetensors"
+        os.replace(path, final)
+        finals.append(final)
+        weight_map.update({name: final.name for name in names})
+    index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
+    (out_dir / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return finals
 
 
 def parse_size(text: str) -> int:

@@ -1,4 +1,8 @@
-"""exact/corrections.safetensors: the exact-rebuild corrections, four tensors per target module."""
+"""exact/corrections.safetensors: the exact-rebuild corrections, four tensors per target module.
+
+The file's metadata records the step stream's codec (core.step_codec); a file without it was
+written before the codec was recorded and holds lzma streams.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,16 @@ import torch
 from safetensors.torch import save_file
 
 from ..core.exact import Correction
+from ..core.step_codec import LZMA_INT8
 
 FILE = "exact/corrections.safetensors"
+CODEC_KEY = "sclora_step_codec"
 
 
 def write_corrections(path: Path, corrections: dict[str, Correction]) -> None:
+    codecs = {c.codec for c in corrections.values()}
+    if len(codecs) > 1:
+        raise ValueError(f"one corrections file holds one codec, got {sorted(codecs)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, c in corrections.items():
@@ -20,7 +29,14 @@ def write_corrections(path: Path, corrections: dict[str, Correction]) -> None:
         tensors[f"{name}.escapes"] = c.escapes
         tensors[f"{name}.patch_indices"] = c.patch_indices
         tensors[f"{name}.patch_values"] = c.patch_values
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    metadata = {"format": "pt"} | ({CODEC_KEY: codecs.pop()} if codecs else {})
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def stored_codec(tensors) -> str:
+    """The codec recorded in an open safetensors handle (lzma-int8 when none is)."""
+    metadata = tensors.metadata() if hasattr(tensors, "metadata") else None
+    return (metadata or {}).get(CODEC_KEY, LZMA_INT8)
 
 
 def read_correction(tensors, name: str) -> Correction:
@@ -30,4 +46,5 @@ def read_correction(tensors, name: str) -> Correction:
         escapes=tensors.get_tensor(f"{name}.escapes"),
         patch_indices=tensors.get_tensor(f"{name}.patch_indices"),
         patch_values=tensors.get_tensor(f"{name}.patch_values"),
+        codec=stored_codec(tensors),
     )

@@ -4,6 +4,7 @@ the corrections that rebuild W0 bit-exactly. Streams the checkpoint one tensor a
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +18,14 @@ from ..errors import NumericalError, UsageError
 from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_files, module_of
 from ..io.corrections import FILE as CORRECTIONS
 from ..io.corrections import write_corrections
 from ..io.covariances import open_covariances
-from ..io.hashing import sha256_tensor
 from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_types import CALIBRATION_ROLES, Role, SiteRecord
+from ..io.prefetch import prefetched
+from ..io.streaming_writer import StreamingWriter, specs_of
 
 
 def init(
@@ -127,45 +129,68 @@ def warn_unstable_beta(calibration: Manifest, reader: CheckpointReader, sites: d
 
 
 def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_bytes, progress):
-    """Copy the checkpoint tensor by tensor, replacing each target weight with its W_res."""
+    """Copy the checkpoint tensor by tensor, replacing each target weight with its W_res. The next
+    tensors are read and hashed on a background thread, each tensor streams to its shard as soon
+    as it is ready, and a site's covariances are read once for all the targets it serves."""
     memory.return_large_blocks_to_the_os()
-    writer = ShardedWriter(out_dir, shard_bytes)
     layers, source_hashes = {}, {}
     with open_covariances(calibration_dir, Role.POS) as pos, open_covariances(calibration_dir, Role.NEG) as neg, \
-            ui.progress_bar(progress) as bar:
+            StreamingWriter(out_dir, specs_of(reader), shard_bytes) as writer, ui.progress_bar(progress) as bar:
+        covariances = CovarianceCache({Role.POS: pos, Role.NEG: neg}, eigen_device(settings))
         task = bar.add_task("init", total=len(reader.names), rate="")
-        for name in reader.names:
-            tensor = reader.read(name)
-            source_hashes[name] = sha256_tensor(tensor)
+        for name, tensor, digest in prefetched(reader):
+            source_hashes[name] = digest
             target = module_of(name)
             if target in sites.subspace:
-                layer = init_target(target, tensor, sites, {Role.POS: pos, Role.NEG: neg}, settings, len(layers))
+                layer = init_target(target, tensor, sites, covariances, settings, len(layers))
                 layers[target], tensor = layer, layer.w_res
             writer.add(name, tensor)
             memory.trim()
             bar.update(task, advance=1, rate=target or "")
-    writer.close()
+        writer.close()
     return layers, source_hashes
 
 
-def read_site(files: dict, site: SiteRecord, roles: tuple[Role, ...]) -> SiteCovariances:
-    return SiteCovariances(*(files[role].get(site.key) if role in roles else None for role in CALIBRATION_ROLES), site.side)
+class CovarianceCache:
+    """The covariances of the last few (site, role) pairs read: q/k/v (and gate/up) share one
+    site, and in checkpoint order o_proj comes between k_proj and q_proj. Kept on `device`: on a
+    GPU the subspace's eigen work runs there (core.subspace follows the covariances)."""
+
+    def __init__(self, files: dict, device: torch.device, keep: int = 4) -> None:
+        self.files, self.device, self.keep = files, device, keep
+        self.recent: OrderedDict[tuple[str, Role], torch.Tensor] = OrderedDict()
+
+    def get(self, key: str, role: Role) -> torch.Tensor:
+        if (key, role) not in self.recent:
+            self.recent[(key, role)] = self.files[role].get(key).to(self.device)
+            while len(self.recent) > self.keep:
+                self.recent.popitem(last=False)
+        self.recent.move_to_end((key, role))
+        return self.recent[(key, role)]
+
+    def site(self, site: SiteRecord, roles: tuple[Role, ...]) -> SiteCovariances:
+        return SiteCovariances(*(self.get(site.key, role) if role in roles else None for role in CALIBRATION_ROLES), site.side)
 
 
-def init_target(target, weight, sites: LayerSites, files: dict, settings, index) -> LayerInit:
+def eigen_device(settings: InitSettings) -> torch.device:
+    """A GPU for SC-LoRA's eigenproblems when there is one (the exact scheme stays on the CPU)."""
+    return torch.device("cuda" if settings.method == "sclora" and torch.cuda.is_available() else "cpu")
+
+
+def init_target(target, weight, sites: LayerSites, covariances: CovarianceCache, settings, index) -> LayerInit:
     """Read what the method needs (and, where B != 0, the SC-LoRA site for the diagnostics)."""
     if not bool(torch.isfinite(weight).all()):
         raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
     subspace_site, read = sites.subspace[target], sites.method.get(target)
-    energy_site = read_site(files, subspace_site, CALIBRATION_ROLES) if settings.method in methods.SUBSPACE_METHODS else None
+    energy_site = covariances.site(subspace_site, CALIBRATION_ROLES) if settings.method in methods.SUBSPACE_METHODS else None
     if read is None:
-        covariances = SiteCovariances(None, None, "input")
+        needed = SiteCovariances(None, None, "input")
     elif energy_site is not None and read.key == subspace_site.key:
-        covariances = energy_site
+        needed = energy_site
     else:
-        covariances = read_site(files, read, tuple(Role.parse(role) for role in methods.METHODS[settings.method].roles))
+        needed = covariances.site(read, tuple(Role.parse(role) for role in methods.METHODS[settings.method].roles))
     try:
-        layer = initialize_layer(weight, covariances.pos, covariances.neg, covariances.side, settings, index, energy_site)
+        layer = initialize_layer(weight, needed.pos, needed.neg, needed.side, settings, index, energy_site)
     except ValueError as exc:
         raise NumericalError(f"{settings.method} failed on {target} ({exc}); check the calibration covariances.") from exc
     if not bool(torch.isfinite(layer.w_res).all()):

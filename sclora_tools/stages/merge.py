@@ -17,12 +17,13 @@ from ..errors import UsageError, VerificationError
 from ..io import memory
 from ..io.adapter import LoraPair, read_adapter, write_adapter
 from ..io.atomic import staged_directory
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_files, module_of
 from ..io.corrections import FILE as CORRECTIONS
 from ..io.corrections import read_correction
 from ..io.hashing import sha256_tensor
 from ..io.manifest import Manifest, init_run_dir, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_types import VerificationRecord
+from ..io.streaming_writer import StreamingWriter, specs_of
 
 
 def merge(
@@ -75,9 +76,9 @@ def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out
     memory.return_large_blocks_to_the_os()
     reader = CheckpointReader(init_dir / "residual")
     expected = init_manifest.source_tensors
-    writer = ShardedWriter(out_dir, shard_bytes)
     records = {}
-    with safe_open(init_dir / CORRECTIONS, "pt") as corrections, ui.progress_bar(progress) as bar:
+    with safe_open(init_dir / CORRECTIONS, "pt") as corrections, StreamingWriter(out_dir, specs_of(reader), shard_bytes) as writer, \
+            ui.progress_bar(progress) as bar:
         task = bar.add_task("merge", total=len(reader.names), rate="")
         for name in reader.names:
             module = module_of(name)
@@ -90,10 +91,10 @@ def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out
             writer.add(name, w0)
             memory.trim()
             bar.update(task, advance=1, rate=module or "")
-    missing = sorted(set(expected) - set(records))
-    if missing:
-        raise VerificationError(f"the residual model lacks {len(missing)} tensors of the source (e.g. {missing[0]}); re-run init.")
-    writer.close()
+        missing = sorted(set(expected) - set(records))
+        if missing:
+            raise VerificationError(f"the residual model lacks {len(missing)} tensors of the source (e.g. {missing[0]}); re-run init.")
+        writer.close()
     return records
 
 
