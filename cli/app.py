@@ -49,18 +49,27 @@ def calibrate(
     seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
     normalize: Annotated[str, typer.Option(help="token: mean over real tokens; sample: sum over tokens / samples (the paper's).")] = "token",
     accumulate_dtype: Annotated[str, typer.Option(help="Covariance accumulator: float64 (default) or float32 (half the memory).")] = "float64",
+    storage: Annotated[str, typer.Option(help="How covariances are stored: corr24 (default: float64 variances + 24-bit correlations, upper triangle), float24, float32, float64-packed (lossless, upper triangle) or float64 (full matrices).")] = "corr24",
+    sequential: Annotated[str, typer.Option(help="One decoder block at a time from the shards: auto (when the model does not fit the device), on, off.")] = "auto",
+    device_map: Annotated[Optional[str], typer.Option(help="'auto': let accelerate place the model across devices and CPU instead.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Save the running sums every N batches, so --resume can finish a killed run (0: never).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of the same command (same settings and data).")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the model over + and - data and store the covariances of every target layer."""
+    """Run the model over + and - data and store the covariances of every target layer.
+
+    Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes)."""
     from sclora_tools import calibrate as run
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         manifest = run(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
                        targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
-                       accumulate_dtype=accumulate_dtype, trust_remote_code=trust_remote_code, progress=not as_json)
-    emit(manifest, as_json)
+                       accumulate_dtype=accumulate_dtype, storage=storage, sequential=sequential, device_map=device_map,
+                       checkpoint_every=checkpoint_every, resume=resume, trust_remote_code=trust_remote_code, progress=not as_json)
+    if manifest is not None:  # ranks other than 0 of a distributed run print nothing
+        emit(manifest, as_json)
 
 
 @app.command()

@@ -33,6 +33,10 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress]:
         yield progress
 
 
+def token_rate(tokens: int, seconds: float) -> str:
+    return f"{tokens / max(seconds, 1e-9):,.0f} tok/s"
+
+
 def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="bold")

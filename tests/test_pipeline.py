@@ -18,6 +18,7 @@ from sclora_tools.core import exact
 from sclora_tools.io.adapter import read_adapter
 from sclora_tools.io.checkpoint import CheckpointReader
 from sclora_tools.io.corrections import read_correction
+from sclora_tools.io.covariances import open_covariances
 
 RANK = 8
 
@@ -96,9 +97,9 @@ def test_shared_inputs_are_collected_once_and_down_proj_on_its_output(fp32_run):
     assert [n.rsplit(".", 1)[-1] for n in sites["model.layers.0.mlp.gate_proj:input"]["serves"]] == ["gate_proj", "up_proj"]
     assert "model.layers.0.mlp.down_proj:output" in sites  # 160 -> 64: the output side is smaller
     assert len(calibration["config"]["targets"]) == 14
-    covariance = load_file(fp32_run.parent / "calib" / "pos.safetensors")
-    assert covariance["model.layers.0.mlp.down_proj:output"].shape == (64, 64)
-    assert covariance["model.layers.0.mlp.gate_proj:input"].shape == (64, 64)
+    with open_covariances(fp32_run.parent / "calib", "pos") as covariance:
+        assert covariance.get("model.layers.0.mlp.down_proj:output").shape == (64, 64)
+        assert covariance.get("model.layers.0.mlp.gate_proj:input").shape == (64, 64)
 
 
 def rendered_token_ids(path: Path, tokenizer, max_length: int) -> list[list[int]]:
@@ -151,9 +152,9 @@ def test_subspace_is_optimal_for_independently_collected_output_covariances(fp32
 
 def test_padding_is_never_counted(tiny_fp32, data_files, tmp_path):
     calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "b1",
-              samples=20, max_length=48, batch_size=1, progress=False)
+              samples=20, max_length=48, batch_size=1, storage="float64", progress=False)
     calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "b7",
-              samples=20, max_length=48, batch_size=7, progress=False)
+              samples=20, max_length=48, batch_size=7, storage="float64", progress=False)
     for role in ("pos", "neg"):
         one, seven = load_file(tmp_path / "b1" / f"{role}.safetensors"), load_file(tmp_path / "b7" / f"{role}.safetensors")
         for key in one:
@@ -184,9 +185,10 @@ def test_one_calibration_serves_any_beta_and_rank_without_a_model_run(fp32_run, 
 
 
 def test_sample_normalisation_is_recorded_and_scales_by_length(tiny_fp32, data_files, tmp_path):
-    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "tok", samples=10, max_length=48, progress=False)
+    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "tok", samples=10, max_length=48,
+              storage="float64", progress=False)
     calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "smp", samples=10, max_length=48,
-              normalization="sample", progress=False)
+              normalization="sample", storage="float64", progress=False)
     manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
     tokens = {d["role"]: d["tokens"] for d in manifest["datasets"]}
     by_token, by_sample = load_file(tmp_path / "tok" / "pos.safetensors"), load_file(tmp_path / "smp" / "pos.safetensors")
@@ -199,8 +201,8 @@ def test_chat_rows_and_bf16_calibration(tiny_bf16, data_files, tmp_path):
     manifest = calibrate(str(tiny_bf16), str(data_files["chat"]), str(data_files["neg"]), tmp_path / "c",
                          samples=8, max_length=32, progress=False)
     assert manifest["model"]["checkpoint_dtype"] == "bfloat16"
-    covariance = load_file(tmp_path / "c" / "pos.safetensors")
-    assert all(t.dtype == torch.float64 and bool(torch.isfinite(t).all()) for t in covariance.values())
+    with open_covariances(tmp_path / "c", "pos") as covariance:
+        assert all(t.dtype == torch.float64 and bool(torch.isfinite(t).all()) for t in map(covariance.get, covariance.keys()))
 
 
 def test_beta_one_warns_for_layers_whose_output_covariance_is_rank_deficient(fp32_run, tmp_path, capsys):
