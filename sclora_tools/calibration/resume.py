@@ -38,6 +38,7 @@ class Checkpointer:
     identity: dict
     every: int
     roles: dict = field(default_factory=dict)
+    restored: dict = field(default_factory=dict)
 
     @classmethod
     def for_run(cls, output_dir: Path, ranks: Ranks, identity: dict, every: int, resume: bool) -> Checkpointer:
@@ -47,6 +48,7 @@ class Checkpointer:
         checkpointer = cls(directory, {**identity, "rank": ranks.rank, "world_size": ranks.world_size}, every)
         if resume:
             checkpointer.roles = checkpointer.read_state()
+            checkpointer.restored = dict(checkpointer.roles)
         elif every > 0:
             shutil.rmtree(directory, ignore_errors=True)  # an earlier run's checkpoints never mix with this one's
         return checkpointer
@@ -63,6 +65,10 @@ class Checkpointer:
                 "resume with the same command, or run without --resume to start over."
             )
         return state["roles"]
+
+    def resumed_from(self) -> dict[str, int]:
+        """Batches of each dataset that came from the checkpoint (empty for a fresh run)."""
+        return {role: record["batches"] for role, record in self.restored.items()}
 
     def due(self, batches_done: int) -> bool:
         return self.every > 0 and batches_done % self.every == 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,8 +89,6 @@ class CovarianceWriter:
     def close(self) -> None:
         if self.pending:
             raise RuntimeError(f"{len(self.pending)} covariances were never written to {self.path} (e.g. {sorted(self.pending)[0]})")
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
         self.handle.close()
 
     def abandon(self) -> None:

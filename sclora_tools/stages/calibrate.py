@@ -92,7 +92,7 @@ def calibrate(
             settings = {"targets": run.target_names, "sites": [site_record(s) for s in run.sites], "samples": samples,
                         "max_length": max_length, "batch_size": batch_size, "dtype": dtype_name(run.net), "device": str(ranks.device),
                         "seed": seed, "normalization": normalization, "accumulate_dtype": accumulate_dtype, "storage": storage,
-                        "world_size": ranks.world_size, **run.placement.record()}
+                        "world_size": ranks.world_size, "checkpoint_every": checkpoint_every, **run.placement.record()}
             checkpointer = Checkpointer.for_run(output_dir, ranks, run_identity(run, settings), checkpoint_every, resume)
         tokens = {role: ranks.total(batching.token_count(run.shards[role])) for role in ROLES}
         counts = {role: (len(run.examples[role]), tokens[role]) for role in ROLES}
@@ -102,7 +102,7 @@ def calibrate(
                 manifest = None
                 if ranks.is_writer:
                     sink.close()
-                    manifest = write_calibration_manifest(staging, run, settings, tokens, ranks, started, resume)
+                    manifest = write_calibration_manifest(staging, run, settings, tokens, ranks, started, checkpointer.resumed_from())
         if ranks.is_writer:
             checkpointer.clear(output_dir)
             report(manifest, output_dir)
@@ -199,7 +199,7 @@ def run_identity(run: Prepared, settings: dict) -> dict:
     return {"model": run.weight_hashes, "data": texts, **{key: settings[key] for key in keep}}
 
 
-def write_calibration_manifest(staging: Path, run: Prepared, settings: dict, tokens: dict, ranks, started: float, resumed: bool) -> dict:
+def write_calibration_manifest(staging: Path, run: Prepared, settings: dict, tokens: dict, ranks, started: float, resumed: dict) -> dict:
     records = [data.texts_record(run.datasets[role], run.examples[role], tokens[role], ROLE_SIGNS[role]) for role in ROLES]
     shards = {ROLE_SIGNS[role]: batching.shard_positions(run.samples[role], ranks.world_size) for role in ROLES}
     checkpoint_dtype = run.reader.dtype_of(f"{run.target_names[0]}.weight")
@@ -209,7 +209,7 @@ def write_calibration_manifest(staging: Path, run: Prepared, settings: dict, tok
                "architecture": (run.net.config.architectures or [type(run.net).__name__])[0]},
         config={**settings, "shards": {"order": "longest first, round-robin over ranks", "positions": shards}},
         datasets=records,
-        summary={"seconds": round(time.time() - started, 2), "tokens": sum(tokens.values()), "resumed": resumed},
+        summary={"seconds": round(time.time() - started, 2), "tokens": sum(tokens.values()), "resumed_batches": resumed},
     )
     return write_manifest(staging, manifest)
 
