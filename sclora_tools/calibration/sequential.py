@@ -115,34 +115,35 @@ class BlockRunner:
         by_block: dict[int, list[Site]] = {}
         for site in sites:
             by_block.setdefault(self.block_of(site), []).append(site)
-        roles = list(dict.fromkeys(batch.role for batch in self.captured))
         with ui.progress_bar(self.progress) as bar:
             task = bar.add_task("calibrate (sequential)", total=len(self.blocks), rate="")
             started, tokens = time.time(), 0
             for index, block in enumerate(self.blocks):
-                with ranks.phase():
-                    moments = self.run_block(index, block, by_block.get(index, []), roles, accumulate)
-                for role in roles:
-                    sink.finish(role, moments[role])
-                del moments
+                self.run_block(index, block, by_block.get(index, []), accumulate, sink, ranks)
                 tokens += sum(int(batch.mask.sum()) for batch in self.captured)
                 bar.update(task, advance=1, rate=ui.token_rate(tokens, time.time() - started))
         self.store.close()
 
-    def run_block(self, index: int, block: nn.Module, sites: list[Site], roles: list[str], accumulate) -> dict[str, dict[str, SecondMoment]]:
+    def run_block(self, index: int, block: nn.Module, sites: list[Site], accumulate, sink, ranks: Ranks) -> None:
+        """One dataset after the other, so only one dataset's accumulators exist at a time."""
         names = [name for name, _ in block.named_parameters()]
-        self.load(block, names, self.block_names[index])
-        moments = {}
-        for role in roles:
-            with Collector(self.net, sites, accumulate, self.device) as collector, torch.inference_mode():
-                for batch_index, batch in enumerate(self.captured):
-                    if batch.role == role:
-                        collector.mask = batch.mask
-                        output = block(self.store.get(batch_index), *batch.calls[index].args, **batch.calls[index].kwargs)
-                        self.store.put(batch_index, output[0] if isinstance(output, tuple) else output)
-            moments[role] = collector.moments
+        with ranks.phase():
+            self.load(block, names, self.block_names[index])
+        for role in dict.fromkeys(batch.role for batch in self.captured):
+            with ranks.phase():
+                moments = self.run_batches(index, block, sites, role, accumulate)
+            sink.finish(role, moments)
+            del moments
         self.release(block, names)
-        return moments
+
+    def run_batches(self, index: int, block: nn.Module, sites: list[Site], role: str, accumulate) -> dict[str, SecondMoment]:
+        with Collector(self.net, sites, accumulate, self.device) as collector, torch.inference_mode():
+            for batch_index, batch in enumerate(self.captured):
+                if batch.role == role:
+                    collector.mask = batch.mask
+                    output = block(self.store.get(batch_index), *batch.calls[index].args, **batch.calls[index].kwargs)
+                    self.store.put(batch_index, output[0] if isinstance(output, tuple) else output)
+        return collector.moments
 
     def shared_input_groups(self, targets: list[str]) -> list[list[str]]:
         """models.shared_input_groups without the weights: the same short dummy pass, block by

@@ -8,6 +8,32 @@ import torch
 
 NORMALIZATIONS = ("token", "sample")
 FLUSH_TOKENS = 16384
+LEAF_WIDTH = 512  # blocks at least this wide are split: their lower off-diagonal quarter is skipped
+
+
+def add_upper_gram(accumulator: torch.Tensor, rows: torch.Tensor, leaf_width: int = LEAF_WIDTH) -> None:
+    """accumulator += rows^T rows on and above the diagonal blocks, in place.
+
+    The Gram matrix is symmetric, so its lower off-diagonal blocks are not computed: splitting
+    the columns in halves recursively down to `leaf_width` saves up to half the multiply-adds
+    (a symmetric rank-k update, built from plain matrix products that run on any device).
+    Below the diagonal blocks the accumulator is left untouched; `mirror_upper` completes it.
+    """
+    width = rows.shape[1]
+    if width < 2 * leaf_width:
+        accumulator.addmm_(rows.T, rows)
+        return
+    half = width // 2
+    left, right = rows[:, :half], rows[:, half:]
+    add_upper_gram(accumulator[:half, :half], left, leaf_width)
+    accumulator[:half, half:].addmm_(left.T, right)
+    add_upper_gram(accumulator[half:, half:], right, leaf_width)
+
+
+def mirror_upper(matrix: torch.Tensor) -> None:
+    """Make a square matrix symmetric from its upper triangle, in place."""
+    matrix.triu_()
+    matrix.add_(matrix.triu(1).T)
 
 
 @dataclass
@@ -15,15 +41,17 @@ class SecondMoment:
     """Running sum of x x^T for one activation site (a layer input or output).
 
     Batch products are formed in float32 (fast GEMM) straight into a float32 `pending` sum
-    (addmm, no temporary), which is added to the `dtype` accumulator (float64 by default) every
-    `flush_tokens` tokens, so rounding does not drift with the number of batches and the costly
-    mixed-precision add runs once per many batches instead of once per batch.
+    (addmm, no temporary, upper blocks only: `add_upper_gram`), which is added to the `dtype`
+    accumulator (float64 by default) every `flush_tokens` tokens, so rounding does not drift with
+    the number of batches and the costly mixed-precision add runs once per many batches instead
+    of once per batch. Reading `total` completes the lower triangle.
     """
 
     dim: int
     dtype: torch.dtype = torch.float64
     device: torch.device | str = "cpu"
     flush_tokens: int = FLUSH_TOKENS
+    leaf_width: int = LEAF_WIDTH
     accumulator: torch.Tensor = field(init=False, repr=False)
     tokens: int = field(init=False, default=0)
     pending: torch.Tensor | None = field(init=False, default=None)
@@ -40,9 +68,9 @@ class SecondMoment:
             raise ValueError(f"expected rows of width {self.dim}, got {tuple(rows.shape)}")
         rows32 = rows.reshape(-1, self.dim).to(device=self.accumulator.device, dtype=torch.float32)
         if self.dtype == torch.float32:
-            self.accumulator.addmm_(rows32.T, rows32)
+            add_upper_gram(self.accumulator, rows32, self.leaf_width)
         else:
-            self.pending.addmm_(rows32.T, rows32)
+            add_upper_gram(self.pending, rows32, self.leaf_width)
             self.pending_tokens += rows32.shape[0]
             if self.pending_tokens >= self.flush_tokens:
                 self.flush()
@@ -59,6 +87,7 @@ class SecondMoment:
     def total(self) -> torch.Tensor:
         """The sum of x x^T over every row added so far, in `dtype` (flushes the pending sum)."""
         self.flush()
+        mirror_upper(self.accumulator)
         return self.accumulator
 
     def restore(self, total: torch.Tensor, tokens: int) -> None:
