@@ -31,7 +31,7 @@ from sclora_tools.calibration.distributed import Ranks
 from sclora_tools.calibration.resume import Checkpointer
 from sclora_tools.calibration.sink import CovarianceSink
 from sclora_tools.collect import plan_sites
-from sclora_tools.stages.calibrate import DEFAULT_STORAGE
+from sclora_tools.core.covariance_codec import resolve_form
 
 ROLES = {"pos": "dialogsum", "neg": "safety"}
 
@@ -81,7 +81,8 @@ def time_calibrate(net, sites, samples, batch_size, scratch: Path) -> float:
     counts = {role: (len(s), batching.token_count(s)) for role, s in samples.items()}
     out = Path(tempfile.mkdtemp(dir=scratch))
     started = time.perf_counter()
-    with CovarianceSink(out, sites, DEFAULT_STORAGE, ranks, counts, "token") as sink:
+    form = resolve_form("auto", min(tokens for _, tokens in counts.values()), max(site.dim for site in sites))
+    with CovarianceSink(out, sites, form, ranks, counts, "token") as sink:
         for role, role_samples in samples.items():
             moments = in_memory.collect_role(net, sites, role_samples, batch_size, torch.float64, role, never, progress=False)
             sink.finish(role, moments)

@@ -49,7 +49,7 @@ def calibrate(
     seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
     normalize: Annotated[str, typer.Option(help="token: mean over real tokens; sample: sum over tokens / samples (the paper's).")] = "token",
     accumulate_dtype: Annotated[str, typer.Option(help="Covariance accumulator: float64 (default) or float32 (half the memory).")] = "float64",
-    storage: Annotated[str, typer.Option(help="How covariances are stored: corr24 (default: float64 variances + 24-bit correlations, upper triangle), float24, float32, float64-packed (lossless, upper triangle) or float64 (full matrices).")] = "corr24",
+    storage: Annotated[str, typer.Option(help="How covariances are stored: auto (corr24 when each set has >= 2 tokens per dimension, else float32), corr24 (float64 variances + 24-bit correlations), corr16, float24, float32, float64-packed (lossless) or float64 (full matrices, the old format); all but float64 keep one triangle.")] = "auto",
     sequential: Annotated[str, typer.Option(help="One decoder block at a time from the shards: auto (when the model does not fit the device), on, off.")] = "auto",
     device_map: Annotated[Optional[str], typer.Option(help="'auto': let accelerate place the model across devices and CPU instead.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Save the running sums every N batches, so --resume can finish a killed run (0: never).")] = 0,

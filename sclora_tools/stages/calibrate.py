@@ -22,7 +22,7 @@ from ..calibration.resume import Checkpointer
 from ..calibration.sink import CovarianceSink
 from ..collect import Site, plan_sites
 from ..core.covariance import NORMALIZATIONS
-from ..core.covariance_codec import FORMATS
+from ..core.covariance_codec import CHOICES, resolve_form
 from ..errors import InputError, UsageError
 from ..io.atomic import refuse_foreign_directory, staged_directory
 from ..io.checkpoint import CheckpointReader
@@ -31,7 +31,7 @@ from ..io.manifest import new_manifest, write_manifest
 ROLES = ("pos", "neg")
 ROLE_SIGNS = {"pos": "+", "neg": "-"}
 ACCUMULATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-DEFAULT_STORAGE = "corr24"
+DEFAULT_STORAGE = "auto"
 
 
 @dataclass
@@ -96,7 +96,9 @@ def calibrate(
             checkpointer = Checkpointer.for_run(output_dir, ranks, run_identity(run, settings), checkpoint_every, resume)
         tokens = {role: ranks.total(batching.token_count(run.shards[role])) for role in ROLES}
         counts = {role: (len(run.examples[role]), tokens[role]) for role in ROLES}
-        with writer_staging(output_dir, ranks) as staging, CovarianceSink(staging, run.sites, storage, ranks, counts, normalization) as sink:
+        settings["storage"] = resolve_form(storage, min(tokens.values()), max(site.dim for site in run.sites))
+        settings["storage_requested"] = storage
+        with writer_staging(output_dir, ranks) as staging, CovarianceSink(staging, run.sites, settings["storage"], ranks, counts, normalization) as sink:
             collect(run, sink, batch_size, ACCUMULATE_DTYPES[accumulate_dtype], checkpointer, ranks, progress)
             with ranks.phase():
                 manifest = None
@@ -170,8 +172,8 @@ def check_options(samples, max_length, batch_size, normalization, accumulate_dty
         raise UsageError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {normalization!r}.")
     if accumulate_dtype not in ACCUMULATE_DTYPES:
         raise UsageError(f"--accumulate-dtype must be float64 or float32, not {accumulate_dtype!r}.")
-    if storage not in FORMATS:
-        raise UsageError(f"--storage must be one of {', '.join(FORMATS)}, not {storage!r}.")
+    if storage not in CHOICES:
+        raise UsageError(f"--storage must be one of {', '.join(CHOICES)}, not {storage!r}.")
     if checkpoint_every < 0:
         raise UsageError("--checkpoint-every must be 0 (no checkpoints) or a positive number of batches.")
 

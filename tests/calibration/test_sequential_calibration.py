@@ -98,3 +98,13 @@ def test_contradictory_engine_options_are_refused(tiny_fp32, data_files, tmp_pat
     with pytest.raises(UsageError, match="--resume work with the in-memory engine"):
         run(tiny_fp32, data_files, tmp_path / "x", sequential="on", checkpoint_every=2)
     assert not (tmp_path / "x").exists()
+
+
+def test_storage_auto_keeps_float32_when_there_are_fewer_tokens_than_twice_the_dimension(tiny_fp32, data_files, tmp_path):
+    many = run(tiny_fp32, data_files, tmp_path / "many", storage="auto")
+    few = run(tiny_fp32, data_files, tmp_path / "few", storage="auto", samples=2, max_length=8)
+    assert many["config"]["storage_requested"] == few["config"]["storage_requested"] == "auto"
+    assert min(d["tokens"] for d in many["datasets"]) >= 2 * 64 and many["config"]["storage"] == "corr24"
+    assert min(d["tokens"] for d in few["datasets"]) < 2 * 64 and few["config"]["storage"] == "float32"
+    with open_covariances(tmp_path / "few", "pos") as stored:
+        assert stored.form == "float32"

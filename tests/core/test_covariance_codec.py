@@ -80,8 +80,15 @@ def relative_reward_loss(cov_pos, cov_neg, stored_pos, stored_neg, beta, rank, w
     return (reward(best) - reward(chosen)) / abs(reward(best))
 
 
+def test_auto_stores_correlations_only_for_well_determined_covariances():
+    assert codec.resolve_form("auto", fewest_tokens=2 * 4096, largest_dim=4096) == "corr24"
+    assert codec.resolve_form("auto", fewest_tokens=2 * 4096 - 1, largest_dim=4096) == "float32"
+    assert codec.resolve_form("float64", fewest_tokens=10, largest_dim=4096) == "float64"
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 0.99])
-def test_the_default_form_moves_the_chosen_subspace_reward_by_less_than_1e_minus_5(beta):
+def test_corr24_moves_the_chosen_subspace_reward_by_less_than_1e_minus_5(beta):
+    """What auto stores for well-determined covariances (4 tokens per dimension here)."""
     cov_pos, cov_neg = activations_like(256, 1024, seed=1), activations_like(256, 1024, seed=2)
     weight = torch.randn(320, 256, generator=torch.Generator().manual_seed(3), dtype=F64) / 16
     stored = [codec.decode(codec.encode(c, "corr24"), 256, "corr24") for c in (cov_pos, cov_neg)]
