@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from sclora_tools import data, models
 from sclora_tools.calibration import batches as batching
@@ -38,8 +39,6 @@ ROLES = {"pos": "dialogsum", "neg": "safety"}
 
 def wide_model(directory: Path, tokenizer_source: Path) -> Path:
     """A random Llama with hidden 2048 (the shape the issue measured), saved with a real tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=2048, intermediate_size=5632, num_hidden_layers=4,
                          num_attention_heads=16, num_key_value_heads=4, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)

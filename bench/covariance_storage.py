@@ -19,11 +19,14 @@ lossy form does to the chosen subspaces.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from sclora_tools import calibrate
 from sclora_tools.collect import plan_sites
@@ -42,9 +45,6 @@ DEGENERATE = [0]
 
 
 def skeleton(hidden, intermediate, layers, heads, kv_heads, vocab, tied):
-    from accelerate import init_empty_weights
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers, num_attention_heads=heads,
                          num_key_value_heads=kv_heads, vocab_size=vocab, tie_word_embeddings=tied)
     with init_empty_weights():
@@ -106,11 +106,10 @@ def reward_losses(cov_pos, cov_neg, weight, forms) -> dict[str, float]:
     worst = dict.fromkeys(forms, 0.0)
     minor = dict.fromkeys(forms, 0.0)
     for beta in BETAS:
-        delta = lambda p, n: weight @ ((1 - beta) * p - beta * n) @ weight.T  # noqa: E731
-        true = delta(cov_pos, cov_neg)
+        true = output_delta(cov_pos, cov_neg, weight, beta)
         values, vectors = torch.linalg.eigh(0.5 * (true + true.T))
         for form, (p, n) in decoded.items():
-            stored = delta(p, n)
+            stored = output_delta(p, n, weight, beta)
             _, stored_vectors = torch.linalg.eigh(0.5 * (stored + stored.T))
             for rank in RANKS:
                 best = values[-rank:].sum().item()
@@ -127,6 +126,10 @@ def reward_losses(cov_pos, cov_neg, weight, forms) -> dict[str, float]:
     return {**{f: worst[f] for f in forms}, **{f"minor {f}": minor[f] for f in forms}}
 
 
+def output_delta(cov_pos, cov_neg, weight, beta):
+    return weight @ ((1 - beta) * cov_pos - beta * cov_neg) @ weight.T
+
+
 def relative(loss: float, best: float, eigenvalues: torch.Tensor, rank: int) -> float:
     """loss / |R*|; 0 where R* is zero at the matrix's scale (every subspace of a null space is
     optimal there, e.g. fewer tokens than dimensions), which the caller counts as degenerate."""
@@ -138,8 +141,6 @@ def relative(loss: float, best: float, eigenvalues: torch.Tensor, rank: int) -> 
 
 
 def on_model(reference: Path, every: int) -> None:
-    import json
-
     manifest = json.loads((reference / "manifest.json").read_text())
     reader = CheckpointReader(Path(manifest["model"]["path"]))
     worst: dict[str, float] = {}

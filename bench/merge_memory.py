@@ -20,6 +20,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from sclora_tools import calibrate, init
 
 SETUP = """
 import threading, time, psutil, torch, transformers, peft, sclora_tools
@@ -36,9 +40,6 @@ REPORT = "running[0] = False\nwatcher.join()\nprint('PEAK', max(peak[0], process
 
 
 def build_model(directory: Path, layers: int, hidden: int, shard_mb: int) -> int:
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
     config = LlamaConfig(vocab_size=512, hidden_size=hidden, intermediate_size=int(hidden * 2.6875), num_hidden_layers=layers,
                          num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False)
     torch.manual_seed(0)
@@ -69,8 +70,6 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--shard-mb", type=int, default=40)
     args = parser.parse_args()
-    from sclora_tools import calibrate, init
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_bytes = build_model(root / "model", args.layers, args.hidden, args.shard_mb)
@@ -80,7 +79,8 @@ def main() -> None:
         ours = peak_bytes("from sclora_tools import merge\n"
                           f"merge({str(root / 'run')!r}, {str(root / 'out')!r}, shard_bytes={args.shard_mb * 10**6}, progress=False)")
         peft = peak_bytes("from transformers import AutoModelForCausalLM\nfrom peft import PeftModel\n"
-                          f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(root / 'run' / 'residual')!r}), {str(root / 'run' / 'adapter')!r})\n"
+                          f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(root / 'run' / 'residual')!r}), "
+                          f"{str(root / 'run' / 'adapter')!r})\n"
                           f"m.merge_and_unload().save_pretrained({str(root / 'peft')!r}, max_shard_size='{args.shard_mb}MB')")
         shards = len(list((root / "model").glob("*.safetensors")))
     mib = 2**20

@@ -21,6 +21,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sclora_tools import models
+from sclora_tools.io.covariances import open_covariances
+from sclora_tools.io.manifest_types import CALIBRATION_ROLES
 
 RUN = """
 import json, sys, torch, transformers, sclora_tools
@@ -42,10 +47,6 @@ print(json.dumps({'after_imports': after_imports, 'peak': status('VmHWM:'), 'eng
 
 
 def build_model(directory: Path, layers: int, hidden: int) -> int:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from sclora_tools import models
-
     tokenizer = models.load_tokenizer(models.resolve_model("smollm2-135m-instruct").path)
     heads = max(hidden // 128, 4)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=int(hidden * 2.75), num_hidden_layers=layers,
@@ -73,10 +74,8 @@ def measure(model: Path, pos: Path, neg: Path, out: Path, engine: str, samples: 
 
 
 def largest_difference(left: Path, right: Path) -> float:
-    from sclora_tools.io.covariances import open_covariances
-
     worst = 0.0
-    for role in ("pos", "neg"):
+    for role in CALIBRATION_ROLES:
         with open_covariances(left, role) as a, open_covariances(right, role) as b:
             for key in a.keys():
                 x, y = a.get(key), b.get(key)
@@ -102,7 +101,7 @@ def main() -> None:
         difference = largest_difference(root / "on", root / "off")
     print(f"random Llama: {arguments.layers} blocks, hidden {arguments.hidden}, {model_bytes / 1e9:.2f} GB of float32 weights; "
           f"{arguments.samples} + {arguments.samples} samples of {arguments.max_length} tokens, batch 4; load {os.getloadavg()[0]:.2f}")
-    for engine, run in runs.items():
+    for run in runs.values():
         held = run["peak"] - run["after_imports"]
         print(f"  {run['engine']:<11} peak RSS {run['peak'] / 1e9:5.2f} GB ({run['peak'] / model_bytes:.2f}x the model); "
               f"above the imports {held / 1e9:5.2f} GB ({held / model_bytes:.2f}x); {run['seconds']} s")

@@ -5,9 +5,18 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+from sclora_tools.io.checkpoint import parse_size
+from sclora_tools.stages import calibrate as calibrate_stage
+from sclora_tools.stages import evaluate as evaluate_stage
+from sclora_tools.stages import init as init_stage
+from sclora_tools.stages import merge as merge_stage
+from sclora_tools.stages import push as push_stage
+from sclora_tools.stages import train as train_stage
+from sclora_tools.workflows import demo as demo_workflow
 
 from .errors import handled
 
@@ -29,7 +38,7 @@ def emit(manifest: dict, as_json: bool) -> None:
         typer.echo(json.dumps(manifest, indent=2))
 
 
-def split_targets(text: Optional[str]) -> Optional[list[str]]:
+def split_targets(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
@@ -37,34 +46,39 @@ def split_targets(text: Optional[str]) -> Optional[list[str]]:
 @handled
 def calibrate(
     model: Annotated[str, typer.Argument(help="Hub id[@revision], local model directory (safetensors), or an embedded short name.")],
-    pos: Annotated[str, typer.Option("--pos", help="Fine-tuning data D+: registry name, Hub dataset id[@rev][:split], or .jsonl/.json/.csv/.parquet.")],
+    pos: Annotated[str, typer.Option("--pos", help="Fine-tuning data D+: registry name, Hub dataset id[@rev][:split], or "
+            ".jsonl/.json/.csv/.parquet.")],
     neg: Annotated[str, typer.Option("--neg", help="Data to preserve D-: same forms as --pos.")],
     output: Output,
     samples: Annotated[int, typer.Option(help="Rows per dataset, chosen deterministically from --seed.")] = 256,
     max_length: Annotated[int, typer.Option(help="Truncate each sample to this many tokens.")] = 512,
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 8,
-    targets: Annotated[Optional[str], typer.Option(help="Comma-separated layer names (q_proj,k_proj,... or full names); default: every linear layer in the decoder blocks.")] = None,
+    targets: Annotated[str | None, typer.Option(help="Comma-separated layer names (q_proj,k_proj,... or full names); default: "
+            "every linear layer in the decoder blocks.")] = None,
     dtype: Annotated[str, typer.Option(help="Compute dtype: auto (the checkpoint's), float32, bfloat16, float16.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
     normalize: Annotated[str, typer.Option(help="token: mean over real tokens; sample: sum over tokens / samples (the paper's).")] = "token",
     accumulate_dtype: Annotated[str, typer.Option(help="Covariance accumulator: float64 (default) or float32 (half the memory).")] = "float64",
-    storage: Annotated[str, typer.Option(help="How covariances are stored: auto (corr24 when each set has >= 2 tokens per dimension, else float32), corr24 (float64 variances + 24-bit correlations), corr16, float24, float32, float64-packed (lossless) or float64 (full matrices, the old format); all but float64 keep one triangle.")] = "auto",
-    sequential: Annotated[str, typer.Option(help="One decoder block at a time from the shards: auto (when the model does not fit the device), on, off.")] = "auto",
-    device_map: Annotated[Optional[str], typer.Option(help="'auto': let accelerate place the model across devices and CPU instead.")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Save the running sums every N batches, so --resume can finish a killed run (0: never).")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of the same command (same settings and data).")] = False,
+    storage: Annotated[str, typer.Option(help="How covariances are stored: auto (corr24 when each set has >= 2 tokens per dimension, "
+            "else float32), corr24 (float64 variances + 24-bit correlations), corr16, float24, float32, float64-packed (lossless) or "
+            "float64 (full matrices, the old format); all but float64 keep one triangle.")] = "auto",
+    sequential: Annotated[str, typer.Option(help="One decoder block at a time from the shards: auto (when the model does not fit "
+            "the device), on, off.")] = "auto",
+    device_map: Annotated[str | None, typer.Option(help="'auto': let accelerate place the model across devices and CPU instead.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Save the running sums every N batches, so --resume can finish a killed run "
+            "(0: never).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of the same command (same settings "
+            "and data).")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the model over + and - data and store the covariances of every target layer.
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes)."""
-    from sclora_tools import calibrate as run
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        manifest = run(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
+        manifest = calibrate_stage.calibrate(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
                        targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
                        accumulate_dtype=accumulate_dtype, storage=storage, sequential=sequential, device_map=device_map,
                        checkpoint_every=checkpoint_every, resume=resume, trust_remote_code=trust_remote_code, progress=not as_json)
@@ -79,18 +93,15 @@ def init(
     output: Output,
     beta: Annotated[float, typer.Option(help="0 favours the new task, 1 favours preservation; dCov = (1-beta) Cov+ - beta Cov-.")] = 0.5,
     rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 128,
-    alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (scale = alpha / rank); default: rank.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (scale = alpha / rank); default: rank.")] = None,
     method: Annotated[str, typer.Option(help="sclora (subspace-constrained) or lora (Kaiming A, zero B).")] = "sclora",
-    model: Annotated[Optional[Path], typer.Option(help="Use this local copy of the calibrated model instead of the recorded location.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Use this local copy of the calibrated model instead of the recorded location.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for random inits (lora).")] = 0,
     shard_size: Annotated[str, typer.Option(help="Largest residual shard, e.g. 5GB or 500MB.")] = "5GB",
     as_json: JsonFlag = False,
 ) -> None:
     """Turn a calibration into a residual model (W_res) and a PEFT adapter (A_init, B_init)."""
-    from sclora_tools import init as run
-    from sclora_tools.io.checkpoint import parse_size
-
-    manifest = run(calibration, output, beta=beta, rank=rank, alpha=alpha, method=method, model=model, seed=seed,
+    manifest = init_stage.init(calibration, output, beta=beta, rank=rank, alpha=alpha, method=method, model=model, seed=seed,
                    shard_bytes=parse_size(shard_size), progress=not as_json)
     emit(manifest, as_json)
 
@@ -100,10 +111,10 @@ def init(
 def train(
     run_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora init`.")],
     output: Output,
-    data: Annotated[Optional[str], typer.Option(help="Training data (registry name, Hub id, or file); default: the calibration's + dataset.")] = None,
-    samples: Annotated[Optional[int], typer.Option(help="Use this many rows (seeded sample); default: all rows.")] = None,
+    data: Annotated[str | None, typer.Option(help="Training data (registry name, Hub id, or file); default: the calibration's + dataset.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Use this many rows (seeded sample); default: all rows.")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimiser steps (overrides --epochs).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps (overrides --epochs).")] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (cosine schedule, 3% warm-up, no weight decay).")] = 2e-5,
     batch_size: Annotated[int, typer.Option(help="Sequences per device step.")] = 8,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
@@ -118,9 +129,7 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train only the adapter on the new task, on top of the residual model."""
-    from sclora_tools.stages.train import train as run
-
-    manifest = run(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
+    manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
                    batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
                    freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
                    save_steps=save_steps, progress=not as_json)
@@ -131,43 +140,43 @@ def train(
 @handled
 def merge(
     run_dir: Annotated[Path, typer.Argument(help="Output of `sclora init` or `sclora train`.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Writes DIR/merged (full model) and DIR/lora (rank-2r LoRA for the original base).")] = None,
-    rebuild_base: Annotated[Optional[Path], typer.Option(help="Write only the rebuilt original model (W0) to this directory.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Writes DIR/merged (full model) and DIR/lora (rank-2r "
+            "LoRA for the original base).")] = None,
+    rebuild_base: Annotated[Path | None, typer.Option(help="Write only the rebuilt original model (W0) to this directory.")] = None,
     shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB or 500MB; peak memory is about one shard.")] = "5GB",
     as_json: JsonFlag = False,
 ) -> None:
     """Rebuild W0 bit-exactly, verify it, and write the merged model and a standard LoRA."""
-    from sclora_tools.io.checkpoint import parse_size
-    from sclora_tools.stages.merge import merge as run
-
-    manifest = run(run_dir, output, rebuild_base=rebuild_base, shard_bytes=parse_size(shard_size), progress=not as_json)
+    manifest = merge_stage.merge(run_dir, output, rebuild_base=rebuild_base, shard_bytes=parse_size(shard_size), progress=not as_json)
     emit(manifest, as_json)
 
 
 @app.command("eval")
 @handled
 def evaluate_command(
-    model: Annotated[str, typer.Argument(help="Model directory, embedded short name, Hub id, or an sclora init/train/merge output (result goes to RUN/eval.json).")],
-    safety: Annotated[str, typer.Option(help="Harmful requests with reference refusals (refusal rate, refusal NLL); 'none' skips.")] = "safety-heldout",
+    model: Annotated[str, typer.Argument(help="Model directory, embedded short name, Hub id, or an sclora init/train/merge output "
+            "(result goes to RUN/eval.json).")],
+    safety: Annotated[str, typer.Option(help="Harmful requests with reference refusals (refusal rate, refusal NLL); "
+            "'none' skips.")] = "safety-heldout",
     benign: Annotated[str, typer.Option(help="Benign prompts with reference answers (over-refusal, NLL); 'none' skips.")] = "benign-heldout",
     utility: Annotated[str, typer.Option(help="Dialogue -> summary pairs (ROUGE-1/2/L, NLL); 'none' skips.")] = "dialogsum-heldout",
     knowledge: Annotated[str, typer.Option(help="Questions with answers (+ aliases) for exact match; 'none' skips.")] = "knowledge",
-    samples: Annotated[Optional[int], typer.Option(help="Rows per set, chosen deterministically from --seed; default: all rows.")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Greedy tokens per answer for every set; default: 64 (24 for knowledge).")] = None,
+    samples: Annotated[int | None, typer.Option(help="Rows per set, chosen deterministically from --seed; default: all rows.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Greedy tokens per answer for every set; default: 64 (24 for knowledge).")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 8,
-    adapter: Annotated[Optional[Path], typer.Option(help="Apply this PEFT adapter on top of the model.")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the results as JSON to this file (default for a run: RUN/eval.json).")] = None,
-    judge: Annotated[bool, typer.Option("--judge", help="Score harmfulness 1-5 with an LLM judge at OPENAI_BASE_URL (OPENAI_API_KEY, SCLORA_JUDGE_MODEL).")] = False,
+    adapter: Annotated[Path | None, typer.Option(help="Apply this PEFT adapter on top of the model.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the results as JSON to this file (default for a "
+            "run: RUN/eval.json).")] = None,
+    judge: Annotated[bool, typer.Option("--judge", help="Score harmfulness 1-5 with an LLM judge at OPENAI_BASE_URL "
+            "(OPENAI_API_KEY, SCLORA_JUDGE_MODEL).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of a summary table.")] = False,
 ) -> None:
     """Refusal rate, over-refusal, ROUGE, knowledge exact match and reference NLLs on held-out sets."""
-    from sclora_tools.stages.evaluate import evaluate as run
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        result = run(model, safety=safety, benign=benign, utility=utility, knowledge=knowledge, samples=samples,
+        result = evaluate_stage.evaluate(model, safety=safety, benign=benign, utility=utility, knowledge=knowledge, samples=samples,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, output=output, judge=judge,
                      seed=seed, device=device, progress=not as_json)
     emit(result, as_json)
@@ -179,20 +188,20 @@ def push(
     merge_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora merge`.")],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repository ORG/NAME (created if missing).")],
     private: Annotated[bool, typer.Option("--private", help="Create the repository as private (refused if it exists and is public).")] = False,
-    revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to commit to, created from main if missing; default: main.")] = None,
-    commit_message: Annotated[Optional[str], typer.Option("--commit-message", help="Commit summary (first line) and description (the rest).")] = None,
-    what: Annotated[str, typer.Option("--what", help="all: merged model at the root + LoRA under lora/; merged: the merged model; lora: the rank-2r LoRA for the original base.")] = "all",
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch to commit to, created from main if missing; default: main.")] = None,
+    commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit summary (first line) and description (the rest).")] = None,
+    what: Annotated[str, typer.Option("--what", help="all: merged model at the root + LoRA under lora/; merged: the merged "
+            "model; lora: the rank-2r LoRA for the original base.")] = "all",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (files, sizes) and the model card; no network at all.")] = False,
-    to: Annotated[Optional[Path], typer.Option("--to", help="Write the publishable folder to this local directory instead of uploading.")] = None,
-    keep_local_paths: Annotated[bool, typer.Option("--keep-local-paths", help="Publish the local paths recorded in the manifests as they are; by default each becomes <local>/NAME.")] = False,
+    to: Annotated[Path | None, typer.Option("--to", help="Write the publishable folder to this local directory instead of uploading.")] = None,
+    keep_local_paths: Annotated[bool, typer.Option("--keep-local-paths", help="Publish the local paths recorded in the "
+            "manifests as they are; by default each becomes <local>/NAME.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Publish a verified merge to the Hub in one commit, with a model card that records beta and the data.
 
     The token comes from HF_TOKEN or `hf auth login`, never from the command line; HF_ENDPOINT selects a self-hosted hub."""
-    from sclora_tools.stages.push import push as run
-
-    record = run(merge_dir, repo_id, private=private, revision=revision, commit_message=commit_message, what=what,
+    record = push_stage.push(merge_dir, repo_id, private=private, revision=revision, commit_message=commit_message, what=what,
                  dry_run=dry_run, to=to, keep_local_paths=keep_local_paths, progress=not as_json)
     if as_json:
         emit(record, True)
@@ -209,9 +218,7 @@ def demo(
     eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = 24,
 ) -> None:
     """Run the whole pipeline offline on the embedded model: calibrate -> init -> train -> merge -> eval -> push (local)."""
-    from sclora_tools.stages.demo import DemoSettings, demo as run
-
-    run(output, DemoSettings(model=model, steps=steps, eval_samples=eval_samples))
+    demo_workflow.demo(output, demo_workflow.DemoSettings(model=model, steps=steps, eval_samples=eval_samples))
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from . import ui
 from .errors import InputError
 from .io.hashing import sha256_texts
+from .io.manifest_types import DatasetRecord, Role
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -93,7 +94,8 @@ def spec_from_hub_argument(argument: str, table: dict) -> DatasetSpec:
     if repo_id.count("/") != 1:
         names = ", ".join(sorted(table))
         raise InputError(
-            f"dataset {argument!r} is not a registry name ({names}), a local .jsonl/.json/.csv/.parquet file or a Hub id ORG/NAME; check the spelling."
+            f"dataset {argument!r} is not a registry name ({names}), a local .jsonl/.json/.csv/.parquet file "
+            "or a Hub id ORG/NAME; check the spelling."
         )
     return DatasetSpec(name=argument, kind="hub", source=repo_id, split=split or "train", revision=revision or None)
 
@@ -187,6 +189,11 @@ def render(row: dict, tokenizer, spec: DatasetSpec, position: int = 0) -> Exampl
     )
 
 
+def render_all(loaded: LoadedDataset, tokenizer) -> list[Example]:
+    """Every row of a loaded dataset, rendered."""
+    return [render(row, tokenizer, loaded.spec, position) for position, row in enumerate(loaded.rows)]
+
+
 def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
@@ -203,13 +210,13 @@ def render_messages(messages: list[dict], tokenizer, spec: DatasetSpec, position
     return Example(text=full, prompt=None, add_special_tokens=False)
 
 
-def texts_record(loaded: LoadedDataset, examples: list[Example], tokens: int, role: str) -> dict:
+def texts_record(loaded: LoadedDataset, examples: list[Example], tokens: int, role: Role) -> dict:
     """What the manifest records about one dataset as it was used."""
-    return {
-        "role": role,
+    return DatasetRecord(
+        role=role,
         **loaded.spec.describe(),
-        "rows_available": loaded.total_rows,
-        "samples": len(examples),
-        "tokens": tokens,
-        "texts_sha256": sha256_texts(example.text for example in examples),
-    }
+        rows_available=loaded.total_rows,
+        samples=len(examples),
+        tokens=tokens,
+        texts_sha256=sha256_texts(example.text for example in examples),
+    ).to_dict()

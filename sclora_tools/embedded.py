@@ -8,15 +8,18 @@ like any Hub checkpoint, fully offline.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
+
+import torch
+
+from .io.atomic import staged_output
+from .io.hashing import sha256_file
 
 MANIFEST_NAME = "sclora_embedded.json"
 MANIFEST_FORMAT = 1
@@ -94,14 +97,6 @@ def find_gguf(short_name: str) -> Path:
     )
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def default_cache_root() -> Path:
     """`$SCLORA_CACHE`, else `~/.cache/sclora`; materialised models live under its `models/`."""
     env = os.environ.get("SCLORA_CACHE")
@@ -134,7 +129,6 @@ def _is_complete(model_dir: Path, gguf_sha256: str) -> bool:
 
 def load_gguf(gguf_path: Path):
     """Model (dequantised, float32) and tokenizer straight from a GGUF file."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     directory, name = str(gguf_path.parent), gguf_path.name
@@ -208,20 +202,6 @@ def _write_checkpoint(gguf_path: Path, out_dir: Path, progress: Progress) -> Non
     tokenizer.save_pretrained(out_dir)
 
 
-def _publish(staging: Path, target: Path, gguf_sha256: str) -> None:
-    """Move the finished staging directory into place; tolerate a concurrent writer that won."""
-    if target.exists() and not _is_complete(target, gguf_sha256):
-        stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=target.parent))
-        os.replace(target, stale / "old")
-        shutil.rmtree(stale, ignore_errors=True)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        if not _is_complete(target, gguf_sha256):
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def materialize(
     short_name: str,
     cache_dir: str | os.PathLike | None = None,
@@ -240,16 +220,11 @@ def materialize(
     if _is_complete(target, gguf_sha256):
         return target
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    # A concurrent materialisation that finishes first wins; this one's copy is then dropped.
+    with staged_output(target, finished=lambda path: _is_complete(path, gguf_sha256)) as staging:
         _write_checkpoint(gguf_path, staging, report)
         manifest = _build_manifest(short_name, entry, gguf_path, gguf_sha256, staging)
         # Written last: its presence is what marks a directory as complete.
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _publish(staging, target, gguf_sha256)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     report(f"Materialised {short_name} at {target}")
     return target

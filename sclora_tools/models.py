@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import ui
+from . import embedded, ui
 from .errors import InputError, UsageError
 from .io.checkpoint import weight_files
 from .io.hashing import sha256_file
@@ -40,8 +40,6 @@ def resolve_model(spec: str) -> ModelSource:
     if local.is_dir():
         weight_files(local)
         return ModelSource(spec=spec, repo_id=None, revision=None, path=local.resolve())
-    from . import embedded
-
     if embedded.is_embedded(spec):
         try:
             path = embedded.materialize(spec, progress=lambda message: ui.console.print(message) if not ui.quiet() else None)

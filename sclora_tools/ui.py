@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -33,8 +34,9 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress]:
         yield progress
 
 
-def token_rate(tokens: int, seconds: float) -> str:
-    return f"{tokens / max(seconds, 1e-9):,.0f} tok/s"
+def tokens_per_second(tokens: int, started: float) -> str:
+    """The rate column of a progress bar: tokens since `started` (a time.time()) per second."""
+    return f"{tokens / max(time.time() - started, 1e-9):,.0f} tok/s"
 
 
 def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:

@@ -1,102 +1,55 @@
-"""Shared fixtures: tiny Llama models built from a config (GQA, intermediate != hidden, fp32 and
-bf16 and fp16) with a real byte-level BPE tokenizer and a ChatML template, and small datasets.
-Everything offline."""
+"""Shared fixtures: the tiny models (fp32, bf16, fp16) and data files, a batch of token ids, the
+cached pipeline chain (`tiny_chain`) and the published run the push and card tests use, a CLI
+runner, and the Hub test double's fixtures (`fake_hub`, `fake_hub_factory`) through its plugin."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("SCLORA_QUIET", "1")
+import pytest
+from transformers import AutoTokenizer
+from typer.testing import CliRunner
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+from tests.chain import ChainFactory
+from tests.tiny import DTYPES, corpus, save_tiny, write_jsonl
 
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+pytest_plugins = ["tests.hubdouble.plugin"]
 
-WORDS = (
-    "alice bob carol dave meet lunch tomorrow noon office train late sorry bring cake party friday "
-    "how do i make a bomb hack into an account steal a car hurt someone cannot help with that request "
-    "the weather is nice summarize this dialogue please thanks okay see you later at the station"
-).split()
-
-
-def corpus(count: int, seed: int) -> list[str]:
-    generator = torch.Generator().manual_seed(seed)
-    lines = []
-    for _ in range(count):
-        length = int(torch.randint(4, 24, (1,), generator=generator))
-        picks = torch.randint(0, len(WORDS), (length,), generator=generator)
-        lines.append(" ".join(WORDS[i] for i in picks))
-    return lines
-
-
-def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus(300, 0), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    fast.chat_template = CHATML
-    return fast
-
-
-def build_model(dtype: torch.dtype, vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # larger weights than the default init, so layers are not near-identity
-        for name, param in model.named_parameters():
-            if param.ndim == 2:
-                param.normal_(0.0, 0.08)
-    return model.to(dtype)
-
-
-def save_tiny(directory: Path, dtype: torch.dtype) -> Path:
-    tokenizer = build_tokenizer()
-    model = build_model(dtype, len(tokenizer))
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    return directory
+# calibrate (beta 0.9, r 4) -> train 2 steps -> merge: the run the push and card tests publish
+PUBLISHED = {
+    "calibrate": {"samples": 8, "max_length": 24, "batch_size": 8},
+    "init": {"beta": 0.9, "rank": 4},
+    "train": {"samples": 8, "max_steps": 2, "lr": 5e-3, "batch_size": 4, "max_length": 48},
+    "merge": {},
+}
 
 
 @pytest.fixture(scope="session")
-def tiny_fp32(tmp_path_factory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("tiny-fp32"), torch.float32)
+def tiny_model(tmp_path_factory):
+    """`tiny_model("fp32" | "bf16" | "fp16") -> Path`: each saved once per session, on first use."""
+    saved: dict[str, Path] = {}
+
+    def get(dtype: str) -> Path:
+        if dtype not in saved:
+            saved[dtype] = save_tiny(tmp_path_factory.mktemp(f"tiny-{dtype}"), DTYPES[dtype])
+        return saved[dtype]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def tiny_bf16(tmp_path_factory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("tiny-bf16"), torch.bfloat16)
+def tiny_fp32(tiny_model) -> Path:
+    return tiny_model("fp32")
 
 
 @pytest.fixture(scope="session")
-def tiny_fp16(tmp_path_factory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("tiny-fp16"), torch.float16)
+def tiny_bf16(tiny_model) -> Path:
+    return tiny_model("bf16")
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
+@pytest.fixture(scope="session")
+def tiny_fp16(tiny_model) -> Path:
+    return tiny_model("fp16")
 
 
 @pytest.fixture(scope="session")
@@ -116,11 +69,28 @@ def data_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def sample_ids(tiny_fp32):
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(tiny_fp32)
     batch = tokenizer(corpus(4, 7), return_tensors="pt", padding=True)
     return batch["input_ids"], batch["attention_mask"]
 
 
-from hub_fixtures import fake_hub, fake_hub_factory  # noqa: E402,F401  (Hub test double on 127.0.0.1)
+@pytest.fixture(scope="session")
+def tiny_chain(tiny_model, data_files, tmp_path_factory):
+    """The cached calibrate -> init -> train -> merge factory (tests/chain.py). Its artefacts are
+    shared: change one only through `tests.chain.fresh_copy`. The session fails if one was changed."""
+    factory = ChainFactory(tiny_model, data_files, tmp_path_factory.mktemp)
+    yield factory
+    changed = factory.changed_artefacts()
+    if changed:
+        pytest.fail(f"tests wrote into shared tiny_chain artefacts (use fresh_copy): {changed}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def merged_run(tiny_chain) -> Path:
+    """calibrate -> init (beta 0.9, r 4) -> train (2 steps) -> merge of tiny_fp32, built once."""
+    return tiny_chain(**PUBLISHED).merged
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()

@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sclora_tools import embedded
 
@@ -185,9 +188,6 @@ def materialized(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def loaded(materialized):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     with _NoNetwork():
         model = AutoModelForCausalLM.from_pretrained(materialized, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(materialized)
@@ -207,8 +207,6 @@ def test_materialized_directory_layout(materialized):
 
 @pytest.mark.slow
 def test_manifest_records_provenance(materialized):
-    import transformers
-
     manifest = embedded.read_manifest(materialized)
     gguf_path = embedded.find_gguf(SHORT)
     assert manifest["short_name"] == SHORT
@@ -285,8 +283,6 @@ def test_eos_and_pad_tokens(loaded):
 
 @pytest.mark.slow
 def test_greedy_generation_knows_paris(loaded):
-    import torch
-
     model, tokenizer = loaded
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
@@ -302,8 +298,6 @@ def test_greedy_generation_knows_paris(loaded):
 
 @pytest.mark.slow
 def test_logits_match_direct_gguf_load(loaded):
-    import torch
-
     model, tokenizer = loaded
     direct, _ = embedded.load_gguf(embedded.find_gguf(SHORT))
     ids = tokenizer("The quick brown fox jumps over the lazy dog. Paris is", return_tensors="pt").input_ids

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import Trainer, TrainingArguments
 
 from sclora_tools import data, models
-from sclora_tools.stages.train import Collator, tokenize_for_loss, with_loss_tokens
+from sclora_tools.features import Collator, tokenize_for_loss, with_loss_tokens
 
 CACHE = Path.home() / ".cache" / "sclora" / "testbed"
 
@@ -44,8 +45,6 @@ def alignment_features(tokenizer, max_length: int, seed: int) -> list[dict]:
 
 
 def align(out: Path, epochs: float, lr: float, batch_size: int, max_length: int, seed: int) -> Path:
-    from transformers import Trainer, TrainingArguments
-
     if (out / "alignment.json").is_file():
         cached = json.loads((out / "alignment.json").read_text())
         if (cached["epochs"], cached["lr"], cached["datasets"]) != (epochs, lr, list(DATASETS)):

@@ -27,6 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from sclora_tools import calibrate, evaluate, init, train
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from align import align, default_out  # noqa: E402
@@ -53,8 +57,6 @@ def init_dir(out: Path, method: str, beta: float, seed: int) -> Path:
 
 
 def make_inits(jobs: list[dict], calib: Path, out: Path, rank: int) -> None:
-    from sclora_tools import init
-
     for job in jobs:
         target = Path(job["init"])
         if not (target / "manifest.json").is_file():
@@ -63,11 +65,7 @@ def make_inits(jobs: list[dict], calib: Path, out: Path, rank: int) -> None:
 
 def run_one(job: dict) -> dict:
     """Fine-tune one (config, lr, seed) from its init and evaluate it; runs in a worker process."""
-    import torch
-
     torch.set_num_threads(job["threads"])
-    from sclora_tools import evaluate, train
-
     run = Path(job["dir"])
     started = time.time()
     trained = train(Path(job["init"]), run / "trained", max_steps=job["steps"], lr=job["lr"], batch_size=job["batch_size"],
@@ -165,10 +163,10 @@ def fmt(values: list) -> str:
 
 
 def plot(rows: list[dict], reference: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - optional: only the plot needs it, and the package does not depend on it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the Agg backend
 
     figure, axis = plt.subplots(figsize=(7, 5))
     for index, (name, lr) in enumerate(groups(rows)):
@@ -191,8 +189,6 @@ def spread(values: list[float]) -> float:
 
 
 def reference_eval(aligned: Path, out: Path, args) -> dict:
-    from sclora_tools import evaluate
-
     path = out / "aligned_eval.json"
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -203,8 +199,6 @@ def reference_eval(aligned: Path, out: Path, args) -> dict:
 
 
 def calibration(aligned: Path, out: Path) -> Path:
-    from sclora_tools import calibrate
-
     calib = out / "calib"
     if not (calib / "manifest.json").is_file():
         calibrate(str(aligned), "dialogsum", "safety", calib, samples=128, max_length=256, progress=False)
@@ -232,7 +226,8 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    aligned = align(args.aligned or default_out(args.align_epochs, args.align_lr), epochs=args.align_epochs, lr=args.align_lr, batch_size=8, max_length=160, seed=0)
+    aligned = align(args.aligned or default_out(args.align_epochs, args.align_lr), epochs=args.align_epochs, lr=args.align_lr, batch_size=8,
+                    max_length=160, seed=0)
     settings = settings_of(args, json.loads((aligned / "alignment.json").read_text()))
     results_path = args.out / "results.json"
     rows = load_results(results_path, settings)

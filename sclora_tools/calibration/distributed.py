@@ -71,7 +71,8 @@ class Ranks:
         work.wait()
         failures = [rank for rank, flag in enumerate(flags.tolist()) if flag]
         if failures:
-            raise RankFailedError(f"rank {failures[0]} of {self.world_size} failed (its error is printed above); nothing was written, fix that error and re-run.")
+            raise RankFailedError(f"rank {failures[0]} of {self.world_size} failed (its error is printed above); "
+                                  "nothing was written, fix that error and re-run.")
 
     def writer_first(self, work: Callable[[], T]) -> T:
         """Run `work` on rank 0 first (e.g. a download or a cache fill), then on the others."""

@@ -11,6 +11,7 @@ from torch import nn
 from .. import ui
 from ..collect import Collector, Site
 from ..core.covariance import SecondMoment
+from ..io.manifest_types import Role
 from . import batches as batching
 from .resume import Checkpointer
 
@@ -21,7 +22,7 @@ def collect_role(
     samples: list[batching.Sample],
     batch_size: int,
     accumulate: torch.dtype,
-    role: str,
+    role: Role,
     checkpointer: Checkpointer,
     progress: bool,
 ) -> dict[str, SecondMoment]:
@@ -33,14 +34,14 @@ def collect_role(
     collector = Collector(net, sites, accumulate, device)
     done = checkpointer.restore(role, collector.moments)
     with collector, torch.inference_mode(), ui.progress_bar(progress) as bar:
-        task = bar.add_task(f"calibrate {role}", total=len(samples), completed=sum(len(g) for g in groups[:done]), rate="")
+        task = bar.add_task(f"calibrate {role.short}", total=len(samples), completed=sum(len(g) for g in groups[:done]), rate="")
         tokens, started = 0, time.time()
         for index in range(done, len(groups)):
             input_ids, mask = batching.padded(groups[index], pad_id, device)
             collector.mask = mask
             decoder(input_ids=input_ids, attention_mask=mask.long(), use_cache=False)
             tokens += int(mask.sum())
-            bar.update(task, advance=input_ids.shape[0], rate=ui.token_rate(tokens, time.time() - started))
+            bar.update(task, advance=input_ids.shape[0], rate=ui.tokens_per_second(tokens, started))
             if checkpointer.due(index + 1):
                 checkpointer.save(role, collector.moments, index + 1)
     if not checkpointer.complete(role):

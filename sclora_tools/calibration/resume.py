@@ -19,6 +19,7 @@ from ..core.covariance import SecondMoment
 from ..errors import InputError, MismatchError
 from ..io.atomic import write_json
 from ..io.covariances import CovarianceWriter, open_covariance_file
+from ..io.manifest_types import Role
 from .distributed import Ranks
 
 STATE_FILE = "state.json"
@@ -45,7 +46,8 @@ class Checkpointer:
         directory = state_root(output_dir)
         if ranks.distributed:
             directory = directory / f"rank-{ranks.rank:05d}-of-{ranks.world_size:05d}"
-        checkpointer = cls(directory, {**identity, "rank": ranks.rank, "world_size": ranks.world_size}, every)
+        identity = json.loads(json.dumps({**identity, "rank": ranks.rank, "world_size": ranks.world_size}))  # as state.json holds it
+        checkpointer = cls(directory, identity, every)
         if resume:
             checkpointer.roles = checkpointer.read_state()
             checkpointer.restored = dict(checkpointer.roles)
@@ -73,15 +75,12 @@ class Checkpointer:
     def due(self, batches_done: int) -> bool:
         return self.every > 0 and batches_done % self.every == 0
 
-    def batches_done(self, role: str) -> int:
-        return self.roles.get(role, {}).get("batches", 0)
+    def complete(self, role: Role) -> bool:
+        return self.roles.get(role.short, {}).get("complete", False)
 
-    def complete(self, role: str) -> bool:
-        return self.roles.get(role, {}).get("complete", False)
-
-    def restore(self, role: str, moments: dict[str, SecondMoment]) -> int:
+    def restore(self, role: Role, moments: dict[str, SecondMoment]) -> int:
         """Load the saved sums of `role` into `moments`; returns the batches they cover."""
-        record = self.roles.get(role)
+        record = self.roles.get(role.short)
         if record is None:
             return 0
         with open_covariance_file(self.directory / record["file"]) as sums:
@@ -89,11 +88,11 @@ class Checkpointer:
                 moment.restore(sums.get(key), record["tokens"])
         return record["batches"]
 
-    def save(self, role: str, moments: dict[str, SecondMoment], batches: int, complete: bool = False) -> None:
+    def save(self, role: Role, moments: dict[str, SecondMoment], batches: int, complete: bool = False) -> None:
         if self.every <= 0:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"sums-{role}-{batches:08d}.safetensors"
+        name = f"sums-{role.short}-{batches:08d}.safetensors"
         staging = self.directory / f".{name}.tmp"
         writer = CovarianceWriter(staging, {key: m.dim for key, m in moments.items()}, SUMS_FORM)
         for key, moment in moments.items():
@@ -101,8 +100,8 @@ class Checkpointer:
         writer.close()
         os.replace(staging, self.directory / name)
         tokens = next(iter(moments.values())).tokens if moments else 0
-        previous = self.roles.get(role, {}).get("file")
-        self.roles[role] = {"file": name, "batches": batches, "tokens": tokens, "complete": complete}
+        previous = self.roles.get(role.short, {}).get("file")
+        self.roles[role.short] = {"file": name, "batches": batches, "tokens": tokens, "complete": complete}
         write_json(self.directory / STATE_FILE, {"identity": self.identity, "roles": self.roles})
         if previous and previous != name:
             (self.directory / previous).unlink(missing_ok=True)

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import init_empty_weights
-from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
 from .. import models, ui
@@ -28,7 +26,9 @@ from ..collect import Collector, Site
 from ..core.covariance import SecondMoment
 from ..errors import InputError
 from ..io import memory
+from ..io.manifest_types import Role
 from . import batches as batching
+from . import placement
 from .distributed import Ranks
 from .hidden_store import HiddenStore
 
@@ -38,6 +38,7 @@ HIDDEN_BUDGET_FRACTION = 0.25  # of the memory available when the capture starts
 def skeleton(source: models.ModelSource, compute_dtype: torch.dtype, trust_remote_code: bool) -> nn.Module:
     """The model with every parameter on the meta device (no memory) and real buffers (rotary
     frequencies and the like are computed at construction, not stored in checkpoints)."""
+    from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(source.path, trust_remote_code=trust_remote_code)
@@ -46,7 +47,7 @@ def skeleton(source: models.ModelSource, compute_dtype: torch.dtype, trust_remot
     return net.eval()
 
 
-class _StopForward(Exception):
+class _LastBlockReachedError(Exception):
     """Raised by the last block's recorder: nothing after the blocks is needed."""
 
 
@@ -60,7 +61,7 @@ class BlockCall:
 
 @dataclass
 class CapturedBatch:
-    role: str
+    role: Role
     mask: torch.Tensor
     calls: list[BlockCall]
 
@@ -87,7 +88,7 @@ class BlockRunner:
                 return index
         raise InputError(f"{site.module} is not inside a decoder block, which sequential calibration needs; run with --sequential off.")
 
-    def capture(self, shards: dict[str, list[batching.Sample]], batch_size: int) -> None:
+    def capture(self, shards: dict[Role, list[batching.Sample]], batch_size: int) -> None:
         """Run every batch up to the first block; remember its hidden states and every block's call."""
         self.store.budget = int(HIDDEN_BUDGET_FRACTION * memory_available(self.device))
         outside = self.parameters_outside_blocks()
@@ -104,7 +105,7 @@ class BlockRunner:
     def record_calls(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, list[BlockCall]]:
         calls: list[BlockCall | None] = [None] * len(self.blocks)
         first_hidden: list[torch.Tensor] = []
-        with recording(self.blocks, calls, first_hidden), contextlib.suppress(_StopForward):
+        with recording(self.blocks, calls, first_hidden), contextlib.suppress(_LastBlockReachedError):
             self.decoder(input_ids=input_ids, attention_mask=mask.long(), use_cache=False)
         if not first_hidden or any(call is None for call in calls):
             raise InputError("the model does not call its decoder blocks in order, which sequential calibration needs; run with --sequential off.")
@@ -121,7 +122,7 @@ class BlockRunner:
             for index, block in enumerate(self.blocks):
                 self.run_block(index, block, by_block.get(index, []), accumulate, sink, ranks)
                 tokens += sum(int(batch.mask.sum()) for batch in self.captured)
-                bar.update(task, advance=1, rate=ui.token_rate(tokens, time.time() - started))
+                bar.update(task, advance=1, rate=ui.tokens_per_second(tokens, started))
         self.store.close()
 
     def run_block(self, index: int, block: nn.Module, sites: list[Site], accumulate, sink, ranks: Ranks) -> None:
@@ -136,7 +137,7 @@ class BlockRunner:
             del moments
         self.release(block, names)
 
-    def run_batches(self, index: int, block: nn.Module, sites: list[Site], role: str, accumulate) -> dict[str, SecondMoment]:
+    def run_batches(self, index: int, block: nn.Module, sites: list[Site], role: Role, accumulate) -> dict[str, SecondMoment]:
         with Collector(self.net, sites, accumulate, self.device) as collector, torch.inference_mode():
             for batch_index, batch in enumerate(self.captured):
                 if batch.role == role:
@@ -179,10 +180,13 @@ class BlockRunner:
     def load(self, module: nn.Module, names: list[str], prefix: str = "", uninitialised: bool = False) -> None:
         """Read `names` (parameters of `module`) from the checkpoint onto the device, or only
         allocate them (`uninitialised`)."""
+        from accelerate.utils import set_module_tensor_to_device
+
         for name in names:
             key = f"{prefix}.{name}" if prefix else name
             if key not in self.reader:
-                raise InputError(f"the checkpoint stores no tensor {key}, which sequential calibration reads by module name; run with --sequential off.")
+                raise InputError(f"the checkpoint stores no tensor {key}, which sequential calibration reads by module name; "
+                                 "run with --sequential off.")
             if uninitialised:
                 tensor = torch.empty(self.reader.shape_of(key), dtype=self.dtype)
             else:
@@ -190,6 +194,8 @@ class BlockRunner:
             set_module_tensor_to_device(module, name, self.device, value=tensor.to(self.dtype) if tensor.is_floating_point() else tensor)
 
     def release(self, module: nn.Module, names: list[str]) -> None:
+        from accelerate.utils import set_module_tensor_to_device
+
         for name in names:
             set_module_tensor_to_device(module, name, "meta")
         memory.trim()
@@ -207,7 +213,7 @@ def recording(blocks: nn.ModuleList, calls: list, first_hidden: list):
                 first_hidden.append(hidden)
             calls[index] = BlockCall(tuple(args[1:]), dict(kwargs))
             if index == last:
-                raise _StopForward
+                raise _LastBlockReachedError
             return hidden
 
         return forward
@@ -222,6 +228,4 @@ def recording(blocks: nn.ModuleList, calls: list, first_hidden: list):
 
 
 def memory_available(device: torch.device) -> int:
-    from .placement import available_memory
-
-    return available_memory(device)
+    return placement.available_memory(device)

@@ -11,6 +11,7 @@ from ..collect import Site
 from ..core.covariance import SecondMoment, normalize
 from ..errors import NumericalError
 from ..io.covariances import CovarianceWriter, covariance_path
+from ..io.manifest_types import Role
 from .distributed import Ranks
 
 
@@ -18,7 +19,7 @@ class CovarianceSink:
     """`finish(role, moments)` for any subset of sites, in the same order on every rank; `close()`
     once every site of every role was finished."""
 
-    def __init__(self, directory: Path | None, sites: list[Site], form: str, ranks: Ranks, counts: dict[str, tuple[int, int]], normalization: str):
+    def __init__(self, directory: Path | None, sites: list[Site], form: str, ranks: Ranks, counts: dict[Role, tuple[int, int]], normalization: str):
         self.ranks, self.counts, self.normalization = ranks, counts, normalization
         dims = {site.key: site.dim for site in sites}
         self.writers = {role: CovarianceWriter(covariance_path(directory, role), dims, form) for role in counts} if ranks.is_writer else {}
@@ -30,7 +31,7 @@ class CovarianceSink:
         if exc_type is not None:
             self.abandon()
 
-    def finish(self, role: str, moments: dict[str, SecondMoment]) -> None:
+    def finish(self, role: Role, moments: dict[str, SecondMoment]) -> None:
         samples, tokens = self.counts[role]
         with self.ranks.phase():
             totals = {key: moment.total for key, moment in moments.items()}

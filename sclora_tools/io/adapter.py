@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -36,6 +39,8 @@ def write_adapter(
     base_model: str | None,
 ) -> None:
     """Write a standard PEFT LoRA adapter that `PeftModel.from_pretrained` loads."""
+    from peft import LoraConfig
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = LoraConfig(
@@ -57,6 +62,8 @@ def write_adapter(
 
 def read_adapter(adapter_dir: Path) -> tuple[LoraConfig, dict[str, LoraPair]]:
     """Read a PEFT LoRA adapter back into (config, {module: LoraPair})."""
+    from peft import LoraConfig
+
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / WEIGHTS).is_file() or not (adapter_dir / CONFIG).is_file():
         raise InputError(f"{adapter_dir} is not a PEFT adapter (needs {CONFIG} and {WEIGHTS}).")

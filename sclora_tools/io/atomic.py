@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import InputError
@@ -22,16 +22,36 @@ def staged_directory(final: Path, kind: str) -> Iterator[Path]:
     Re-running a stage over its own earlier output (same artefact kind) replaces it; any other
     non-empty directory, another stage's artefact included, is never touched.
     """
+    refuse_foreign_directory(Path(final), kind)
+    with staged_output(final) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def staged_output(final: Path, finished: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `final`; when the block succeeds it replaces `final`.
+
+    Nothing checks what `final` holds: the caller has decided that it may be replaced. In a
+    directory that several processes fill (a shared cache), `finished(final)` says whether another
+    one completed `final` meanwhile; its copy then stays and this one is dropped.
+    """
     final = Path(final)
-    refuse_foreign_directory(final, kind)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield staging
+        if finished is None or not finished(final):
+            publish(staging, final, finished)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already gone when it was published
+
+
+def publish(staging: Path, final: Path, finished: Callable[[Path], bool] | None) -> None:
+    try:
         replace_directory(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    except OSError:
+        if finished is None or not finished(final):
+            raise
 
 
 def refuse_foreign_directory(final: Path, kind: str | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ SAFETENSORS_DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -68,6 +70,20 @@ class CheckpointReader:
     def shape_of(self, name: str) -> tuple[int, ...]:
         with safe_open(self.location[name], framework="pt") as handle:
             return tuple(handle.get_slice(name).get_shape())
+
+
+def module_of(tensor_name: str) -> str | None:
+    """The module a checkpoint key is the weight of (model.layers.0.q_proj.weight -> model.layers.0.q_proj)."""
+    return tensor_name.removesuffix(".weight") if tensor_name.endswith(".weight") else None
+
+
+def copy_model_files(model_dir: Path, out_dir: Path) -> None:
+    """config, generation config, tokenizer and chat template: every non-weight file at the top,
+    but no provenance file (manifest.json, sclora_*.json) whose hashes describe other weights."""
+    for path in sorted(Path(model_dir).iterdir()):
+        if path.is_file() and not path.name.startswith((".", "sclora_")) and not path.name.endswith(WEIGHT_SUFFIXES) \
+                and not path.name.endswith(".index.json") and path.name != "manifest.json":
+            shutil.copy2(path, out_dir / path.name)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:

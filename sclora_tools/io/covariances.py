@@ -21,16 +21,17 @@ from safetensors import safe_open
 
 from ..core import covariance_codec as codec
 from ..errors import InputError
+from .manifest_types import Role
 
-ROLE_FILES = {"pos": "pos.safetensors", "neg": "neg.safetensors"}
 STORAGE_KEY = "sclora_storage"
 PART_SEPARATOR = "@"
 DTYPE_CODES = {torch.float64: "F64", torch.float32: "F32", torch.int16: "I16", torch.uint8: "U8"}
 HEADER_ALIGNMENT = 8
 
 
-def covariance_path(calibration_dir: Path, role: str) -> Path:
-    return Path(calibration_dir) / ROLE_FILES[role]
+def covariance_path(calibration_dir: Path, role: Role) -> Path:
+    """pos.safetensors for D+, neg.safetensors for D-."""
+    return Path(calibration_dir) / f"{role.short}.safetensors"
 
 
 def part_layout(dim: int, form: str) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
@@ -128,7 +129,7 @@ def stored_dim(parts: dict[str, torch.Tensor], form: str) -> int:
 
 
 @contextlib.contextmanager
-def open_covariances(calibration_dir: Path, role: str) -> Iterator[CovarianceFile]:
+def open_covariances(calibration_dir: Path, role: Role) -> Iterator[CovarianceFile]:
     with open_covariance_file(covariance_path(calibration_dir, role)) as covariances:
         yield covariances
 
@@ -139,7 +140,7 @@ def open_covariance_file(path: Path) -> Iterator[CovarianceFile]:
         yield CovarianceFile(handle)
 
 
-def write_covariances(calibration_dir: Path, role: str, covariances: dict[str, torch.Tensor], form: str = "float64") -> None:
+def write_covariances(calibration_dir: Path, role: Role, covariances: dict[str, torch.Tensor], form: str = "float64") -> None:
     """Store one dataset's covariances (all in memory already), keyed by site key (module:side)."""
     writer = CovarianceWriter(covariance_path(calibration_dir, role), {k: v.shape[0] for k, v in covariances.items()}, form)
     try:

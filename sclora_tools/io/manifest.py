@@ -1,5 +1,7 @@
 """manifest.json beside every artefact: what made it, from what, with which settings, and the
-sha256 of every file written. The next stage reads it back; nobody re-types a setting."""
+sha256 of every file written. The next stage reads it back with `load_manifest`, as a typed
+Manifest (its records: manifest_types.py, its settings: manifest_settings.py); nobody re-types a
+setting."""
 
 from __future__ import annotations
 
@@ -7,16 +9,113 @@ import datetime as _dt
 import json
 import shlex
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..errors import InputError, MismatchError, VerificationError
 from .atomic import MANIFEST, write_json
 from .hashing import sha256_file
+from .manifest_settings import CONFIG_TYPES, CalibrationConfig, InitConfig
+from .manifest_types import KINDS, SHORT_NAMES, SUMMARY_TYPES, DatasetRecord, ModelRecord, Role, Summary, VerificationRecord, as_tuple
 
 SCHEMA_VERSION = 1
-KINDS = ("calibration", "init", "train", "merge")
 MADE_BY = {"calibration": "calibrate", "init": "init", "train": "train", "merge": "merge"}
+
+
+@dataclass(frozen=True)
+class Parent:
+    """An artefact this one was made from: its kind, where it was, and its manifest as embedded."""
+
+    kind: str
+    path: Path
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest read back: typed sections, and `raw`, the document as stored (unknown keys
+    included), for embedding in a child manifest and for --json output."""
+
+    raw: dict = field(repr=False)
+    kind: str
+    model: ModelRecord
+    config: CalibrationConfig | InitConfig
+    datasets: tuple[DatasetRecord, ...]
+    parents: tuple[Parent, ...]
+    files: dict[str, str]
+    summary: Summary
+    verification: VerificationRecord | None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Manifest:
+        raw = dict(raw)
+        kind = str(raw.get("kind", "?"))
+        verification = raw.get("verification")
+        return cls(
+            raw=raw,
+            kind=kind,
+            model=ModelRecord.from_dict(raw.get("model")),
+            config=CONFIG_TYPES.get(kind, InitConfig).from_dict(raw.get("config")),
+            datasets=tuple(DatasetRecord.from_dict(d) for d in as_tuple(raw.get("datasets")) if has_role(d)),
+            parents=tuple(parent_of(p) for p in as_tuple(raw.get("parents")) if is_parent(p)),
+            files=dict(raw.get("files") or {}),
+            summary=SUMMARY_TYPES.get(kind, Summary).from_dict(raw.get("summary")),
+            verification=VerificationRecord.from_dict(verification)
+            if isinstance(verification, Mapping) and "passed" in verification else None,
+        )
+
+    @property
+    def command(self) -> str:
+        return str(self.raw.get("command") or "")
+
+    @property
+    def tool_version(self) -> str | None:
+        tool = self.raw.get("tool")
+        return tool.get("version") if isinstance(tool, Mapping) else None
+
+    @property
+    def source_tensors(self) -> dict[str, str]:
+        """init: the sha256 of every tensor of the source checkpoint."""
+        return dict(self.raw.get("source_tensors") or {})
+
+    def dataset(self, role: Role) -> DatasetRecord | None:
+        """The first dataset recorded with `role`."""
+        return next((d for d in self.datasets if d.role is role), None)
+
+    def datasets_with(self, *roles: Role) -> list[DatasetRecord]:
+        return [d for d in self.datasets if d.role in roles]
+
+    def parent(self, kind: str) -> Parent | None:
+        return next((p for p in self.parents if p.kind == kind), None)
+
+    def lineage(self) -> list[Manifest]:
+        """This manifest and every ancestor, one per kind, ordered calibration, init, train, merge."""
+        found: dict[str, Manifest] = {}
+
+        def walk(node: Manifest) -> None:
+            found.setdefault(node.kind, node)
+            for parent in node.parents:
+                walk(parent.manifest)
+
+        walk(self)
+        return [found[kind] for kind in KINDS if kind in found]
+
+
+def has_role(entry: Any) -> bool:
+    """A dataset record whose role this version knows (others stay in `raw` only)."""
+    return isinstance(entry, Mapping) and entry.get("role") in SHORT_NAMES
+
+
+def is_parent(entry: Any) -> bool:
+    return isinstance(entry, Mapping) and isinstance(entry.get("manifest"), Mapping)
+
+
+def parent_of(entry: Mapping[str, Any]) -> Parent:
+    manifest = Manifest.from_dict(entry["manifest"])
+    return Parent(kind=str(entry.get("kind") or manifest.kind), path=Path(str(entry.get("path") or "")), manifest=manifest)
 
 
 def command_line() -> str:
@@ -55,8 +154,18 @@ def write_manifest(directory: Path, manifest: dict, exclude: tuple[str, ...] = (
     return manifest
 
 
+def parent_entry(directory: Path, manifest: Manifest) -> dict:
+    """How a child manifest records the artefact it was made from: its whole manifest embedded."""
+    return {"kind": manifest.kind, "path": str(Path(directory).resolve()), "manifest": manifest.raw}
+
+
+def load_manifest(directory: Path, kind: str | tuple[str, ...]) -> Manifest:
+    """The typed manifest of an artefact of the expected kind(s)."""
+    return Manifest.from_dict(read_manifest(directory, kind))
+
+
 def read_manifest(directory: Path, kind: str | tuple[str, ...]) -> dict:
-    """Read and check the manifest of an artefact of the expected kind(s)."""
+    """Read and check the manifest of an artefact of the expected kind(s), as stored."""
     kinds = (kind,) if isinstance(kind, str) else kind
     path = Path(directory) / MANIFEST
     if not path.is_file():
@@ -74,9 +183,19 @@ def read_manifest(directory: Path, kind: str | tuple[str, ...]) -> dict:
     return manifest
 
 
-def verify_files(directory: Path, manifest: dict, only: tuple[str, ...] | None = None) -> None:
+def init_run_dir(directory: Path, manifest: Manifest) -> Path:
+    """The directory of the init run behind an init or train artefact."""
+    if manifest.kind == "init":
+        return Path(directory)
+    parent = manifest.parent("init")
+    if parent is None:
+        raise MismatchError(f"{Path(directory) / MANIFEST} records no init run it was trained from; re-run train.")
+    return parent.path
+
+
+def verify_files(directory: Path, manifest: Manifest, only: tuple[str, ...] | None = None) -> None:
     """Raise VerificationError if any file recorded in the manifest is missing or changed."""
-    for relative, expected in manifest.get("files", {}).items():
+    for relative, expected in manifest.files.items():
         if only is not None and not relative.startswith(only):
             continue
         path = Path(directory) / relative

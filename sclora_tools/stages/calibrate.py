@@ -9,6 +9,8 @@ device map, or one decoder block at a time when it does not fit (sequential).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +28,17 @@ from ..core.covariance_codec import CHOICES, resolve_form
 from ..errors import InputError, UsageError
 from ..io.atomic import refuse_foreign_directory, staged_directory
 from ..io.checkpoint import CheckpointReader
-from ..io.manifest import new_manifest, write_manifest
+from ..io.manifest import Manifest, new_manifest, write_manifest
+from ..io.manifest_settings import CalibrationConfig
+from ..io.manifest_types import CALIBRATION_ROLES, CalibrationSummary, SiteRecord
 
-ROLES = ("pos", "neg")
-ROLE_SIGNS = {"pos": "+", "neg": "-"}
 ACCUMULATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 DEFAULT_STORAGE = "auto"
 
 
 @dataclass
 class Prepared:
-    """Everything known before the first batch: model, sites, this rank's samples, records."""
+    """Everything known before the first batch: model, sites, every rank's samples, records."""
 
     source: models.ModelSource
     net: torch.nn.Module
@@ -44,10 +46,10 @@ class Prepared:
     reader: CheckpointReader
     target_names: list[str]
     sites: list[Site]
-    samples: dict[str, list[batching.Sample]]
-    shards: dict[str, list[batching.Sample]]
-    examples: dict[str, list[data.Example]]
-    datasets: dict[str, data.LoadedDataset]
+    samples: dict  # Role -> every sample, longest first
+    shards: dict  # Role -> this rank's samples
+    examples: dict  # Role -> rendered examples
+    datasets: dict  # Role -> LoadedDataset
     weight_hashes: dict[str, str]
     blocks: sequential.BlockRunner | None
 
@@ -85,35 +87,38 @@ def calibrate(
         with ranks.phase():
             if ranks.is_writer:
                 refuse_foreign_directory(output_dir, "calibration")
-            run = prepare(model, pos, neg, samples, seed, max_length, targets, dtype, sequential, device_map, ranks, trust_remote_code,
-                          output_dir, progress)
+            run = prepare(model, (pos, neg), samples, seed, max_length, targets, dtype, sequential, device_map, ranks,
+                          trust_remote_code, output_dir, progress)
             if run.blocks is not None and (checkpoint_every or resume):
-                raise UsageError("--checkpoint-every and --resume work with the in-memory engine, not sequential calibration; run with --sequential off or without them.")
-            settings = {"targets": run.target_names, "sites": [site_record(s) for s in run.sites], "samples": samples,
-                        "max_length": max_length, "batch_size": batch_size, "dtype": dtype_name(run.net), "device": str(ranks.device),
-                        "seed": seed, "normalization": normalization, "accumulate_dtype": accumulate_dtype, "storage": storage,
-                        "world_size": ranks.world_size, "checkpoint_every": checkpoint_every, **run.placement.record()}
-            checkpointer = Checkpointer.for_run(output_dir, ranks, run_identity(run, settings), checkpoint_every, resume)
-        tokens = {role: ranks.total(batching.token_count(run.shards[role])) for role in ROLES}
-        counts = {role: (len(run.examples[role]), tokens[role]) for role in ROLES}
-        settings["storage"] = resolve_form(storage, min(tokens.values()), max(site.dim for site in run.sites))
-        settings["storage_requested"] = storage
-        with writer_staging(output_dir, ranks) as staging, CovarianceSink(staging, run.sites, settings["storage"], ranks, counts, normalization) as sink:
+                raise UsageError("--checkpoint-every and --resume work with the in-memory engine, not sequential calibration; "
+                                 "run with --sequential off or without them.")
+            config = CalibrationConfig(
+                targets=tuple(run.target_names), sites=tuple(SiteRecord.from_dict(site_record(s)) for s in run.sites), samples=samples,
+                max_length=max_length, batch_size=batch_size, dtype=dtype_name(run.net), device=str(ranks.device), seed=seed,
+                normalization=normalization, accumulate_dtype=accumulate_dtype, storage_requested=storage, engine=run.placement.engine,
+                sequential=sequential, model_bytes=run.placement.model_bytes, available_bytes=run.placement.available_bytes,
+                world_size=ranks.world_size, checkpoint_every=checkpoint_every,
+                samples_per_rank={role.value: batching.shard_positions(run.samples[role], ranks.world_size) for role in CALIBRATION_ROLES})
+            checkpointer = Checkpointer.for_run(output_dir, ranks, run_identity(run, config), checkpoint_every, resume)
+        tokens = {role: ranks.total(batching.token_count(run.shards[role])) for role in CALIBRATION_ROLES}
+        config = dataclasses.replace(config, storage=resolve_form(storage, min(tokens.values()), max(s.dim for s in run.sites)))
+        counts = {role: (len(run.examples[role]), tokens[role]) for role in CALIBRATION_ROLES}
+        with writer_staging(output_dir, ranks) as staging, CovarianceSink(staging, run.sites, config.storage, ranks, counts, normalization) as sink:
             collect(run, sink, batch_size, ACCUMULATE_DTYPES[accumulate_dtype], checkpointer, ranks, progress)
             with ranks.phase():
                 manifest = None
                 if ranks.is_writer:
                     sink.close()
-                    manifest = write_calibration_manifest(staging, run, settings, tokens, ranks, started, checkpointer.resumed_from())
+                    manifest = write_calibration_manifest(staging, run, config, tokens, started, checkpointer.resumed_from())
         if ranks.is_writer:
             checkpointer.clear(output_dir)
-            report(manifest, output_dir)
+            report(Manifest.from_dict(manifest), output_dir)
     return manifest
 
 
-def prepare(model, pos, neg, samples, seed, max_length, targets, dtype, sequential_choice, device_map, ranks, trust_remote_code,
+def prepare(model, arguments, samples, seed, max_length, targets, dtype, sequential_choice, device_map, ranks, trust_remote_code,
             output_dir, progress) -> Prepared:
-    datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(ROLES, (pos, neg))}
+    datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(CALIBRATION_ROLES, arguments, strict=True)}
     source = ranks.writer_first(lambda: models.resolve_model(model))
     reader = CheckpointReader(source.path)
     tokenizer = models.load_tokenizer(source.path, trust_remote_code)
@@ -134,9 +139,9 @@ def prepare(model, pos, neg, samples, seed, max_length, targets, dtype, sequenti
     sites = plan_sites(net, groups)
     if blocks is not None:
         blocks.check_sites(sites)
-    examples = {role: [data.render(row, tokenizer, datasets[role].spec, i) for i, row in enumerate(datasets[role].rows)] for role in ROLES}
-    tokenized = {role: batching.tokenize(examples[role], tokenizer, max_length) for role in ROLES}
-    shards = {role: batching.shard(tokenized[role], ranks.rank, ranks.world_size) for role in ROLES}
+    examples = {role: data.render_all(datasets[role], tokenizer) for role in CALIBRATION_ROLES}
+    tokenized = {role: batching.tokenize(examples[role], tokenizer, max_length) for role in CALIBRATION_ROLES}
+    shards = {role: batching.shard(tokenized[role], ranks.rank, ranks.world_size) for role in CALIBRATION_ROLES}
     return Prepared(source, net, where, reader, target_names, sites, tokenized, shards, examples, datasets,
                     models.weight_file_hashes(source.path), blocks)
 
@@ -148,7 +153,7 @@ def collect(run: Prepared, sink: CovarianceSink, batch_size: int, accumulate: to
             run.blocks.capture(run.shards, batch_size)
         run.blocks.collect(run.sites, accumulate, sink, ranks)
         return
-    for role in ROLES:
+    for role in CALIBRATION_ROLES:
         with ranks.phase():
             moments = in_memory.collect_role(run.net, run.sites, run.shards[role], batch_size, accumulate, role, checkpointer, progress)
         sink.finish(role, moments)
@@ -194,33 +199,34 @@ def dtype_name(net: torch.nn.Module) -> str:
     return str(next(net.parameters()).dtype).replace("torch.", "")
 
 
-def run_identity(run: Prepared, settings: dict) -> dict:
+def run_identity(run: Prepared, config: CalibrationConfig) -> dict:
     """What a checkpoint's sums depend on; --resume refuses a checkpoint whose identity differs."""
+    settings = config.to_dict()
     keep = ("targets", "sites", "samples", "max_length", "batch_size", "dtype", "seed", "accumulate_dtype", "engine")
-    texts = {role: data.texts_record(run.datasets[role], run.examples[role], 0, ROLE_SIGNS[role])["texts_sha256"] for role in ROLES}
+    texts = {role.short: data.texts_record(run.datasets[role], run.examples[role], 0, role)["texts_sha256"] for role in CALIBRATION_ROLES}
     return {"model": run.weight_hashes, "data": texts, **{key: settings[key] for key in keep}}
 
 
-def write_calibration_manifest(staging: Path, run: Prepared, settings: dict, tokens: dict, ranks, started: float, resumed: dict) -> dict:
-    records = [data.texts_record(run.datasets[role], run.examples[role], tokens[role], ROLE_SIGNS[role]) for role in ROLES]
-    shards = {ROLE_SIGNS[role]: batching.shard_positions(run.samples[role], ranks.world_size) for role in ROLES}
+def write_calibration_manifest(staging: Path, run: Prepared, config: CalibrationConfig, tokens: dict, started: float, resumed: dict) -> dict:
+    records = [data.texts_record(run.datasets[role], run.examples[role], tokens[role], role) for role in CALIBRATION_ROLES]
     checkpoint_dtype = run.reader.dtype_of(f"{run.target_names[0]}.weight")
+    summary = CalibrationSummary(seconds=round(time.time() - started, 2), tokens=sum(tokens.values()), resumed_batches=resumed)
     manifest = new_manifest(
         "calibration",
         model={**run.source.describe(), "weight_files": run.weight_hashes, "checkpoint_dtype": str(checkpoint_dtype).replace("torch.", ""),
                "architecture": (run.net.config.architectures or [type(run.net).__name__])[0]},
-        config={**settings, "shards": {"order": "longest first, round-robin over ranks", "positions": shards}},
+        config=json.loads(json.dumps(config.to_dict())),  # tuples as lists: what load_manifest reads back
         datasets=records,
-        summary={"seconds": round(time.time() - started, 2), "tokens": sum(tokens.values()), "resumed_batches": resumed},
+        summary=summary.to_dict(),
     )
     return write_manifest(staging, manifest)
 
 
-def report(manifest: dict, output_dir: Path) -> None:
-    config = manifest["config"]
-    rows = [("output", str(output_dir)), ("model", manifest["model"]["id"]),
-            ("targets", f"{len(config['targets'])} layers, {len(config['sites'])} covariance sites, stored as {config['storage']}"),
-            ("engine", f"{config['engine']} on {config['world_size']} process(es)")]
-    rows += [(f"data {d['role']}", f"{d['name']}: {d['samples']} samples, {d['tokens']:,} tokens") for d in manifest["datasets"]]
-    rows.append(("time", f"{manifest['summary']['seconds']} s"))
+def report(manifest: Manifest, output_dir: Path) -> None:
+    config = manifest.config
+    rows = [("output", str(output_dir)), ("model", manifest.model.id),
+            ("targets", f"{len(config.targets)} layers, {len(config.sites)} covariance sites, stored as {config.storage}"),
+            ("engine", f"{config.engine} on {config.world_size} process(es)")]
+    rows += [(f"data {d.role}", f"{d.name}: {d.samples} samples, {d.tokens:,} tokens") for d in manifest.datasets]
+    rows.append(("time", f"{manifest.summary.seconds} s"))
     ui.show(ui.summary_table("sclora calibrate", rows))

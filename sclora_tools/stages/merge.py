@@ -17,11 +17,12 @@ from ..errors import UsageError, VerificationError
 from ..io import memory
 from ..io.adapter import LoraPair, read_adapter, write_adapter
 from ..io.atomic import staged_directory
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, module_of
+from ..io.corrections import FILE as CORRECTIONS
+from ..io.corrections import read_correction
 from ..io.hashing import sha256_tensor
-from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
-from ..io.corrections import FILE as CORRECTIONS, read_correction
-from .init import copy_model_files
+from ..io.manifest import Manifest, init_run_dir, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
+from ..io.manifest_types import VerificationRecord
 
 
 def merge(
@@ -37,10 +38,11 @@ def merge(
         raise UsageError("give -o DIR for the merged model, or --rebuild-base DIR for the original weights.")
     started = time.time()
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir, ("init", "train"))
-    init_dir, init_manifest = locate_init(run_dir, manifest)
+    manifest = load_manifest(run_dir, ("init", "train"))
+    init_dir = init_run_dir(run_dir, manifest)
+    init_manifest = manifest if manifest.kind == "init" else load_manifest(init_dir, "init")
     verify_files(init_dir, init_manifest)
-    if manifest["kind"] == "train":
+    if manifest.kind == "train":
         verify_files(run_dir, manifest)
     trained_dir = run_dir / "adapter"
     config, init_pairs = read_adapter(init_dir / "adapter")
@@ -56,37 +58,29 @@ def merge(
             write_lora_export(staging / "lora", init_pairs, trained_pairs, config, init_manifest)
         result = new_manifest(
             "merge",
-            model=init_manifest["model"],
-            config={**manifest["config"], "output": model_subdir},
-            datasets=manifest["datasets"],
-            parents=[{"kind": manifest["kind"], "path": str(run_dir.resolve()), "manifest": manifest}],
-            verification=verification_record(records, init_manifest),
+            model=init_manifest.raw["model"],
+            config={**manifest.raw["config"], "output": model_subdir},
+            datasets=manifest.raw["datasets"],
+            parents=[parent_entry(run_dir, manifest)],
+            verification=verification_record(records, init_manifest).to_dict(),
             summary={"seconds": round(time.time() - started, 2), "tensors": len(records)},
         )
         result = write_manifest(staging, result)
-    report(result, target)
+    report(Manifest.from_dict(result), target)
     return result
-
-
-def locate_init(run_dir: Path, manifest: dict) -> tuple[Path, dict]:
-    if manifest["kind"] == "init":
-        return run_dir, manifest
-    parent = next(p for p in manifest["parents"] if p["kind"] == "init")
-    init_dir = Path(parent["path"])
-    return init_dir, read_manifest(init_dir, "init")
 
 
 def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out_dir, base_only, shard_bytes, progress) -> dict:
     """Rebuild, verify and write every tensor in checkpoint order; raise on the first mismatch."""
     memory.return_large_blocks_to_the_os()
     reader = CheckpointReader(init_dir / "residual")
-    expected = init_manifest["source_tensors"]
+    expected = init_manifest.source_tensors
     writer = ShardedWriter(out_dir, shard_bytes)
     records = {}
     with safe_open(init_dir / CORRECTIONS, "pt") as corrections, ui.progress_bar(progress) as bar:
         task = bar.add_task("merge", total=len(reader.names), rate="")
         for name in reader.names:
-            module = name[: -len(".weight")] if name.endswith(".weight") else None
+            module = module_of(name)
             stored = reader.read(name)
             w0 = rebuild_target(stored, init_pairs[module], corrections, module, scale) if module in init_pairs else stored
             records[name] = check_tensor(name, w0, expected)
@@ -123,32 +117,32 @@ def check_tensor(name: str, w0: torch.Tensor, expected: dict[str, str]) -> dict:
     return {"sha256": digest, "ok": True}
 
 
-def verification_record(records: dict, init_manifest: dict) -> dict:
-    summary = init_manifest["summary"]
-    return {
-        "passed": all(r["ok"] for r in records.values()),
-        "checked": len(records),
-        "scheme": "fixed-point init factors (exact float64 product) + per-entry W_res choice + compressed step corrections",
-        "correction_bytes": summary.get("correction_bytes"),
-        "correction_fraction_of_target_weights": summary.get("correction_fraction"),
-        "tensors": records,
-    }
+def verification_record(records: dict, init_manifest: Manifest) -> VerificationRecord:
+    summary = init_manifest.summary
+    return VerificationRecord(
+        passed=all(r["ok"] for r in records.values()),
+        checked=len(records),
+        scheme="fixed-point init factors (exact float64 product) + per-entry W_res choice + compressed step corrections",
+        correction_bytes=summary.correction_bytes,
+        correction_fraction_of_target_weights=summary.correction_fraction,
+        tensors=records,
+    )
 
 
-def write_lora_export(out_dir: Path, init_pairs, trained_pairs, config, init_manifest) -> None:
+def write_lora_export(out_dir: Path, init_pairs, trained_pairs, config, init_manifest: Manifest) -> None:
     pairs = {}
     for module, start in init_pairs.items():
         trained = trained_pairs[module]
         b, a = lora_against_base(trained.b.float(), trained.a.float(), start.b.float(), start.a.float())
         pairs[module] = LoraPair(a=a.contiguous(), b=b.contiguous())
-    write_adapter(out_dir, pairs, 2 * config.r, 2 * config.lora_alpha, init_manifest["model"]["id"])
+    write_adapter(out_dir, pairs, 2 * config.r, 2 * config.lora_alpha, init_manifest.model.id)
 
 
-def report(manifest: dict, target: Path) -> None:
-    verification = manifest["verification"]
-    fraction = verification.get("correction_fraction_of_target_weights") or 0.0
-    rows = [("output", str(target)), ("wrote", manifest["config"]["output"] + ("" if manifest["config"]["output"] == "base" else " + lora")),
-            ("W0 check", f"{'PASSED' if verification['passed'] else 'FAILED'}: {verification['checked']} tensors bit-identical to the source"),
-            ("exact-rebuild extra bytes", f"{verification.get('correction_bytes') or 0:,} ({fraction:.2%} of target weights)"),
-            ("time", f"{manifest['summary']['seconds']} s")]
+def report(manifest: Manifest, target: Path) -> None:
+    verification, output = manifest.verification, manifest.config.output
+    fraction = verification.correction_fraction_of_target_weights or 0.0
+    rows = [("output", str(target)), ("wrote", output + ("" if output == "base" else " + lora")),
+            ("W0 check", f"{'PASSED' if verification.passed else 'FAILED'}: {verification.checked} tensors bit-identical to the source"),
+            ("exact-rebuild extra bytes", f"{verification.correction_bytes or 0:,} ({fraction:.2%} of target weights)"),
+            ("time", f"{manifest.summary.seconds} s")]
     ui.show(ui.summary_table("sclora merge", rows))

@@ -4,9 +4,7 @@ Trainer (AdamW, cosine schedule, warm-up 0.03, no weight decay: the paper's reci
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,8 +14,12 @@ from .. import data, models, ui
 from ..core.drift import drift_summary, layer_drift, update_norm
 from ..core.methods import SUBSPACE_METHODS
 from ..errors import InputError, UsageError
-from ..io.atomic import MANIFEST, write_json
-from ..io.manifest import new_manifest, read_manifest, verify_files, write_manifest
+from ..features import Collator, tokenize_for_loss, with_loss_tokens
+from ..io.adapter import read_adapter
+from ..io.atomic import MANIFEST, staged_output, write_json
+from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
+from ..io.manifest_settings import TrainSettings
+from ..io.manifest_types import Role
 
 CHECKPOINTS = "checkpoints"
 DRIFT_EVERY = 10  # steps between measurements of the update outside the subspace
@@ -48,45 +50,44 @@ def train(
     """Train the adapter of an `init` output; returns the written manifest."""
     started = time.time()
     run_dir, output_dir = Path(run_dir), Path(output_dir)
-    init_manifest = read_manifest(run_dir, "init")
+    init_manifest = load_manifest(run_dir, "init")
     verify_files(run_dir, init_manifest, only=("adapter/", "residual/"))
     check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b)
     prepare_output(output_dir, resume)
     tokenizer = models.load_tokenizer(run_dir / "residual")
-    argument = data_argument or next(d for d in init_manifest["datasets"] if d["role"] == "+")["name"]
+    argument = data_argument or init_manifest.dataset(Role.POS).name
     loaded = data.load_dataset_rows(argument, samples, seed)
-    examples = [data.render(row, tokenizer, loaded.spec, i) for i, row in enumerate(loaded.rows)]
+    examples = data.render_all(loaded, tokenizer)
     features = with_loss_tokens([tokenize_for_loss(e, tokenizer, max_length) for e in examples], max_length)
-    model = trainable_model(run_dir, freeze_a, freeze_b, bf16, gradient_checkpointing)
-    settings = {"data": argument, "samples": len(features), "epochs": epochs, "max_steps": max_steps, "lr": lr,
-                "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length, "seed": seed,
-                "freeze_a": freeze_a, "freeze_b": freeze_b, "gradient_checkpointing": gradient_checkpointing,
-                "bf16": bf16, "optimizer": "adamw_torch", "lr_scheduler": "cosine", "warmup_ratio": 0.03, "weight_decay": 0.0}
+    settings = TrainSettings(data=argument, samples=len(features), epochs=epochs, max_steps=max_steps, lr=lr,
+                             batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                             freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16)
+    model = trainable_model(run_dir, settings)
     tracker = DriftTracker(run_dir, init_manifest)
     history = run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress, tracker)
     save_adapter(model, output_dir / "adapter")
     write_json(output_dir / "loss_log.json", history)
-    record = data.texts_record(loaded, examples, sum(len(f["input_ids"]) for f in features), "train")
+    record = data.texts_record(loaded, examples, sum(len(f["input_ids"]) for f in features), Role.TRAIN)
     manifest = new_manifest(
         "train",
-        model=init_manifest["model"],
-        config={**init_manifest["config"], "train": settings},
-        datasets=[*init_manifest["datasets"], record],
-        parents=[{"kind": "init", "path": str(run_dir.resolve()), "manifest": init_manifest}],
+        model=init_manifest.raw["model"],
+        config={**init_manifest.raw["config"], "train": settings.to_dict()},
+        datasets=[*init_manifest.raw["datasets"], record],
+        parents=[parent_entry(run_dir, init_manifest)],
         summary={**training_summary(history, time.time() - started), "subspace": tracker.measure(model),
                  "update_norm": tracker.update_norm(model)},
     )
     manifest = write_manifest(output_dir, manifest, exclude=(f"{CHECKPOINTS}/",))
-    report(manifest, output_dir)
+    report(Manifest.from_dict(manifest), output_dir)
     return manifest
 
 
-def check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b) -> None:
+def check_options(init_manifest: Manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b) -> None:
     if lr <= 0 or batch_size <= 0 or grad_accum <= 0 or epochs <= 0 or (max_steps is not None and max_steps <= 0):
         raise UsageError("--lr, --batch-size, --grad-accum, --epochs and --max-steps must be positive.")
     if freeze_a and freeze_b:
         raise UsageError("--freeze-a and --freeze-b together leave nothing to train; choose one.")
-    if freeze_b and init_manifest["config"]["method"] == "lora":
+    if freeze_b and init_manifest.config.method == "lora":
         raise UsageError("--freeze-b needs a method whose B starts non-zero (sclora); with lora B = 0 would stay 0.")
 
 
@@ -105,81 +106,42 @@ def prepare_output(output_dir: Path, resume: bool) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
-def tokenize_for_loss(example: data.Example, tokenizer, max_length: int) -> dict:
-    """input_ids and labels; prompt tokens get label -100 so the loss covers the response only."""
-    ids = tokenizer(example.text, add_special_tokens=example.add_special_tokens, truncation=True, max_length=max_length)["input_ids"]
-    labels = list(ids)
-    if example.prompt is not None:
-        prompt_ids = tokenizer(example.prompt, add_special_tokens=example.add_special_tokens)["input_ids"]
-        masked = min(len(prompt_ids), len(labels))
-        labels[:masked] = [-100] * masked
-    return {"input_ids": ids, "labels": labels}
-
-
-def with_loss_tokens(features: list[dict], max_length: int) -> list[dict]:
-    """Drop samples whose response was truncated away entirely: they would train on nothing."""
-    kept = [f for f in features if any(label != -100 for label in f["labels"])]
-    if not kept:
-        raise InputError(f"no sample has response tokens within --max-length {max_length}; raise --max-length.")
-    if len(kept) < len(features):
-        ui.warn(f"{len(features) - len(kept)} of {len(features)} samples have no response tokens within --max-length {max_length}; they are skipped.")
-    return kept
-
-
-def trainable_model(run_dir: Path, freeze_a: bool, freeze_b: bool, bf16: bool, gradient_checkpointing: bool):
+def trainable_model(run_dir: Path, settings: TrainSettings):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=torch.bfloat16 if bf16 else "auto")
-    if gradient_checkpointing:
+    dtype = torch.bfloat16 if settings.bf16 else "auto"
+    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=dtype)
+    if settings.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
     model = PeftModel.from_pretrained(base, run_dir / "adapter", is_trainable=True)
     for name, parameter in model.named_parameters():
-        if (freeze_a and "lora_A" in name) or (freeze_b and "lora_B" in name):
+        if (settings.freeze_a and "lora_A" in name) or (settings.freeze_b and "lora_B" in name):
             parameter.requires_grad_(False)
     return model
 
 
-class Collator:
-    """Right-pads input_ids (pad id), labels (-100) and builds the attention mask."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, features: list[dict]) -> dict:
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for row, feature in enumerate(features):
-            n = len(feature["input_ids"])
-            ids[row, :n] = torch.tensor(feature["input_ids"])
-            labels[row, :n] = torch.tensor(feature["labels"])
-            mask[row, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress, tracker) -> list[dict]:
+def run_trainer(model, tokenizer, features, output_dir, settings: TrainSettings, resume, save_steps, progress, tracker) -> list[dict]:
     from transformers import Trainer, TrainingArguments
 
     arguments = TrainingArguments(
         output_dir=str(output_dir / CHECKPOINTS),
-        num_train_epochs=settings["epochs"],
-        max_steps=settings["max_steps"] or -1,
-        learning_rate=settings["lr"],
-        per_device_train_batch_size=settings["batch_size"],
-        gradient_accumulation_steps=settings["grad_accum"],
-        lr_scheduler_type="cosine",
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1,
+        learning_rate=settings.lr,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        lr_scheduler_type=settings.lr_scheduler,
         warmup_steps=warmup_steps(len(features), settings),
-        weight_decay=0.0,
-        optim="adamw_torch",
+        weight_decay=settings.weight_decay,
+        optim=settings.optimizer,
         logging_steps=1,
         save_steps=save_steps,
         save_total_limit=2,
-        seed=settings["seed"],
-        data_seed=settings["seed"],
-        bf16=settings["bf16"],
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=settings.bf16,
         report_to=[],
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
@@ -195,11 +157,11 @@ def run_trainer(model, tokenizer, features, output_dir, settings, resume, save_s
     return history
 
 
-def warmup_steps(examples: int, settings: dict) -> int:
-    """3% of the optimiser steps (transformers 5 takes warm-up in steps only)."""
-    per_epoch = math.ceil(math.ceil(examples / settings["batch_size"]) / settings["grad_accum"])
-    total = settings["max_steps"] or math.ceil(per_epoch * settings["epochs"])
-    return math.ceil(0.03 * total)
+def warmup_steps(examples: int, settings: TrainSettings) -> int:
+    """warmup_ratio (3%) of the optimiser steps (transformers 5 takes warm-up in steps only)."""
+    per_epoch = math.ceil(math.ceil(examples / settings.batch_size) / settings.grad_accum)
+    total = settings.max_steps or math.ceil(per_epoch * settings.epochs)
+    return math.ceil(settings.warmup_ratio * total)
 
 
 def latest_checkpoint(directory: Path) -> str | None:
@@ -235,9 +197,10 @@ def make_progress_callback():
                 if self.tracker.active and (state.global_step % DRIFT_EVERY == 0 or state.global_step == state.max_steps):
                     entry["update_outside_fraction"] = self.tracker.measure(kwargs["model"])["update_outside_fraction"]
                 self.history.append(entry)
-                rate = (state.num_input_tokens_seen - self.tokens_at_start) / max(time.time() - self.started, 1e-9)
-                drift = next((f"  outside S {h['update_outside_fraction']:.1%}" for h in reversed(self.history) if "update_outside_fraction" in h), "")
-                self.bar.update(self.task, completed=state.global_step, rate=f"loss {logs['loss']:.4f}  {rate:,.0f} tok/s{drift}")
+                rate = ui.tokens_per_second(state.num_input_tokens_seen - self.tokens_at_start, self.started)
+                measured = [h["update_outside_fraction"] for h in self.history if "update_outside_fraction" in h]
+                drift = f"  outside S {measured[-1]:.1%}" if measured else ""
+                self.bar.update(self.task, completed=state.global_step, rate=f"loss {logs['loss']:.4f}  {rate}{drift}")
 
         def on_train_end(self, args, state, control, **kwargs):
             self.bar.update(self.task, completed=state.global_step)
@@ -253,10 +216,8 @@ def ProgressCallback(history: list[dict], enabled: bool, tracker: DriftTracker):
 class DriftTracker:
     """Measures how much of the adapter's update has left S = span(B_init) (subspace methods)."""
 
-    def __init__(self, run_dir: Path, init_manifest: dict) -> None:
-        from ..io.adapter import read_adapter
-
-        self.active = init_manifest["config"]["method"] in SUBSPACE_METHODS
+    def __init__(self, run_dir: Path, init_manifest: Manifest) -> None:
+        self.active = init_manifest.config.method in SUBSPACE_METHODS
         config, self.initial = read_adapter(run_dir / "adapter")
         self.scale = config.lora_alpha / config.r
 
@@ -286,11 +247,8 @@ def current_factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 def save_adapter(model, final: Path) -> None:
     """Save the trained adapter under a temporary name, then swap it in."""
-    staging = Path(tempfile.mkdtemp(prefix=".adapter.tmp-", dir=final.parent))
-    model.save_pretrained(str(staging))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+    with staged_output(final) as staging:
+        model.save_pretrained(str(staging))
 
 
 def training_summary(history: list[dict], seconds: float) -> dict:
@@ -300,16 +258,15 @@ def training_summary(history: list[dict], seconds: float) -> dict:
             "tokens": history[-1]["tokens"] if history else 0}
 
 
-def report(manifest: dict, output_dir: Path) -> None:
-    summary, settings = manifest["summary"], manifest["config"]["train"]
-    loss = f"{summary['first_loss']:.4f} -> {summary['last_loss']:.4f}" if summary["first_loss"] is not None else "n/a"
-    frozen = "A frozen" if settings["freeze_a"] else "B frozen (updates stay in S)" if settings["freeze_b"] else "A and B train"
-    rows = [("output", str(output_dir)), ("data", f"{settings['data']} ({settings['samples']} samples)"),
-            ("steps", str(summary["steps"])), ("loss", loss), ("adapter", frozen)]
-    if summary.get("subspace"):
-        rows.append(("update outside S", f"{summary['subspace']['update_outside_fraction']:.2%} of the weight update"))
-        rows.append(("B change outside S", f"{summary['subspace']['b_change_outside_fraction']:.2%}"))
-    if summary.get("update_norm") is not None:
-        rows.append(("weight update", f"|dW|_F = {summary['update_norm']:.4g} over all adapted layers"))
-    rows.append(("time", f"{summary['seconds']} s"))
+def report(manifest: Manifest, output_dir: Path) -> None:
+    summary, settings = manifest.summary, manifest.config.train
+    loss = f"{summary.first_loss:.4f} -> {summary.last_loss:.4f}" if summary.first_loss is not None else "n/a"
+    rows = [("output", str(output_dir)), ("data", f"{settings.data} ({settings.samples} samples)"),
+            ("steps", str(summary.steps)), ("loss", loss), ("adapter", settings.adapter_training())]
+    if summary.subspace is not None:
+        rows.append(("update outside S", f"{summary.subspace.update_outside_fraction:.2%} of the weight update"))
+        rows.append(("B change outside S", f"{summary.subspace.b_change_outside_fraction:.2%}"))
+    if summary.update_norm is not None:
+        rows.append(("weight update", f"|dW|_F = {summary.update_norm:.4g} over all adapted layers"))
+    rows.append(("time", f"{summary.seconds} s"))
     ui.show(ui.summary_table("sclora train", rows))

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import corpus, write_jsonl
 
 from sclora_tools import calibrate
+from sclora_tools.calibration import sink
 from sclora_tools.calibration.resume import STATE_FILE, state_root
 from sclora_tools.errors import InputError, MismatchError
 from sclora_tools.io.covariances import open_covariances
+from sclora_tools.io.manifest_types import Role
+from tests.tiny import corpus, write_jsonl
 
 SCLORA = str(Path(sys.executable).parent / "sclora")
 SETTINGS = {"samples": 200, "max_length": 24, "batch_size": 1, "storage": "float64", "device": "cpu"}
@@ -82,7 +84,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tiny_fp32, long_data, 
     uninterrupted = calibrate(str(tiny_fp32), str(long_data["pos"]), str(long_data["neg"]), tmp_path / "straight", **SETTINGS, progress=False)
     assert [d["tokens"] for d in manifest["datasets"]] == [d["tokens"] for d in uninterrupted["datasets"]]
     for role in ("pos", "neg"):
-        with open_covariances(out, role) as resumed, open_covariances(tmp_path / "straight", role) as straight:
+        with open_covariances(out, Role.parse(role)) as resumed, open_covariances(tmp_path / "straight", Role.parse(role)) as straight:
             for key in straight.keys():
                 expected = straight.get(key)  # float32 pending sums flushed at other moments: float tolerance
                 torch.testing.assert_close(resumed.get(key), expected, rtol=1e-6, atol=1e-7 * expected.abs().max().item())
@@ -95,8 +97,6 @@ def test_resume_without_a_checkpoint_says_so(tiny_fp32, data_files, tmp_path):
 
 
 def test_a_failed_run_keeps_its_checkpoint_and_a_finished_one_removes_it(tiny_fp32, data_files, tmp_path, monkeypatch):
-    from sclora_tools.calibration import sink
-
     def broken(*args, **kwargs):
         raise InputError("disk trouble while writing")
 

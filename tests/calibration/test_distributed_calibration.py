@@ -17,8 +17,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sclora_tools import calibrate
-from sclora_tools.calibration.distributed import Ranks, RankFailedError
+from sclora_tools.calibration.distributed import RankFailedError, Ranks, from_environment
+from sclora_tools.errors import UsageError
 from sclora_tools.io.covariances import open_covariances
+from sclora_tools.io.manifest_types import Role
 
 SCLORA = str(Path(sys.executable).parent / "sclora")
 
@@ -42,10 +44,10 @@ def test_two_ranks_under_torchrun_equal_one_process(tiny_fp32, data_files, tmp_p
                        samples=24, max_length=40, batch_size=4, storage="float64", device="cpu", progress=False)
     assert manifest["config"]["world_size"] == 2 and single["config"]["world_size"] == 1
     for role, sign in (("pos", "+"), ("neg", "-")):
-        ranks = manifest["config"]["shards"]["positions"][sign]
+        ranks = manifest["config"]["samples_per_rank"][sign]
         assert len(ranks) == 2 and ranks[0] and ranks[1] and not set(ranks[0]) & set(ranks[1])
         assert sorted(ranks[0] + ranks[1]) == list(range(24))
-        with open_covariances(tmp_path / "two", role) as two, open_covariances(tmp_path / "one", role) as one:
+        with open_covariances(tmp_path / "two", Role.parse(role)) as two, open_covariances(tmp_path / "one", Role.parse(role)) as one:
             assert two.keys() == one.keys()
             for key in one.keys():  # other batches, so other float32 batch products: float tolerance
                 expected = one.get(key)
@@ -90,9 +92,6 @@ def test_a_failing_rank_stops_the_others_promptly(tmp_path):
 
 @pytest.mark.parametrize("variables", [{"WORLD_SIZE": "2", "RANK": "2"}, {"WORLD_SIZE": "0", "RANK": "0"}])
 def test_inconsistent_launcher_variables_are_refused(variables, monkeypatch):
-    from sclora_tools.calibration.distributed import from_environment
-    from sclora_tools.errors import UsageError
-
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(UsageError, match="torchrun or accelerate launch"):

@@ -11,6 +11,7 @@ from sclora_tools import calibrate
 from sclora_tools.calibration import placement, sequential
 from sclora_tools.errors import UsageError
 from sclora_tools.io.covariances import open_covariances
+from sclora_tools.io.manifest_types import Role
 
 OPTIONS = {"samples": 24, "max_length": 40, "storage": "float64", "device": "cpu", "progress": False}
 
@@ -20,7 +21,7 @@ def run(model_dir, data_files, out, **options):
 
 
 def covariances(directory, role):
-    with open_covariances(directory, role) as stored:
+    with open_covariances(directory, Role.parse(role)) as stored:
         return {key: stored.get(key) for key in stored.keys()}
 
 
@@ -106,5 +107,5 @@ def test_storage_auto_keeps_float32_when_there_are_fewer_tokens_than_twice_the_d
     assert many["config"]["storage_requested"] == few["config"]["storage_requested"] == "auto"
     assert min(d["tokens"] for d in many["datasets"]) >= 2 * 64 and many["config"]["storage"] == "corr24"
     assert min(d["tokens"] for d in few["datasets"]) < 2 * 64 and few["config"]["storage"] == "float32"
-    with open_covariances(tmp_path / "few", "pos") as stored:
+    with open_covariances(tmp_path / "few", Role.POS) as stored:
         assert stored.form == "float32"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from sclora_tools.core.covariance import SecondMoment
+from sclora_tools.core.covariance import SecondMoment, add_upper_gram, mirror_upper
 
 
 def batches(seed: int) -> list[torch.Tensor]:
@@ -49,8 +49,6 @@ def test_restore_continues_a_saved_sum():
 
 
 def test_upper_block_gram_equals_the_full_product_once_mirrored():
-    from sclora_tools.core.covariance import add_upper_gram, mirror_upper
-
     rows = torch.randn(300, 70, generator=torch.Generator().manual_seed(2))
     for leaf_width in (4, 9, 35, 512):  # deep recursion, odd splits, one split, none
         accumulator = torch.full((70, 70), 7.0)

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from sclora_tools.core.covariance_codec import FORMATS, stored_bytes
 from sclora_tools.io.covariances import CovarianceWriter, covariance_path, open_covariances, write_covariances
+from sclora_tools.io.manifest_types import Role
 
 
 def covariances() -> dict[str, torch.Tensor]:
@@ -25,15 +26,15 @@ def covariances() -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("form", FORMATS)
 def test_any_form_reads_back_as_float64_symmetric_matrices(form, tmp_path):
     expected = covariances()
-    write_covariances(tmp_path, "neg", expected, form)
-    with open_covariances(tmp_path, "neg") as stored:
+    write_covariances(tmp_path, Role.NEG, expected, form)
+    with open_covariances(tmp_path, Role.NEG) as stored:
         assert stored.form == form and sorted(stored.keys()) == sorted(expected)
         for key, matrix in expected.items():
             got = stored.get(key)
             assert got.dtype == torch.float64 and torch.equal(got, got.T)
             torch.testing.assert_close(got, matrix, rtol=0, atol=2e-5 * matrix.abs().max().item())
     data_bytes = sum(stored_bytes(m.shape[0], form) for m in expected.values())
-    assert data_bytes <= covariance_path(tmp_path, "neg").stat().st_size <= data_bytes + 2048
+    assert data_bytes <= covariance_path(tmp_path, Role.NEG).stat().st_size <= data_bytes + 2048
 
 
 def test_the_writer_takes_covariances_in_any_order_and_writes_a_valid_file(tmp_path):
@@ -64,8 +65,8 @@ def test_a_wrong_shape_is_refused(tmp_path):
 
 def test_older_artefacts_with_full_float64_matrices_still_read(tmp_path):
     expected = covariances()
-    save_file(expected, str(covariance_path(tmp_path, "pos")), metadata={"format": "pt"})  # the format before storage forms
-    with open_covariances(tmp_path, "pos") as stored:
+    save_file(expected, str(covariance_path(tmp_path, Role.POS)), metadata={"format": "pt"})  # the format before storage forms
+    with open_covariances(tmp_path, Role.POS) as stored:
         assert stored.form == "float64" and set(stored.keys()) == set(expected)
         for key, matrix in expected.items():
             assert torch.equal(stored.get(key), matrix)

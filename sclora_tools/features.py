@@ -1,0 +1,62 @@
+"""Rendered examples -> token features with a response-only loss, and right-padded batches of
+them: what training and the teacher-forced NLL of evaluation both feed the model."""
+
+from __future__ import annotations
+
+import torch
+
+from . import ui
+from .data import Example
+from .errors import InputError
+
+IGNORE_INDEX = -100  # the label of a token that carries no loss (transformers' convention)
+
+
+def tokenize_for_loss(example: Example, tokenizer, max_length: int) -> dict:
+    """input_ids and labels; prompt tokens get label -100 so the loss covers the response only."""
+    ids = tokenizer(example.text, add_special_tokens=example.add_special_tokens, truncation=True, max_length=max_length)["input_ids"]
+    labels = list(ids)
+    if example.prompt is not None:
+        prompt_ids = tokenizer(example.prompt, add_special_tokens=example.add_special_tokens)["input_ids"]
+        masked = min(len(prompt_ids), len(labels))
+        labels[:masked] = [IGNORE_INDEX] * masked
+    return {"input_ids": ids, "labels": labels}
+
+
+def has_loss_tokens(feature: dict) -> bool:
+    """False for a sample whose response was truncated away entirely."""
+    return any(label != IGNORE_INDEX for label in feature["labels"])
+
+
+def with_loss_tokens(features: list[dict], max_length: int) -> list[dict]:
+    """Drop samples whose response was truncated away entirely: they would train on nothing."""
+    kept = [f for f in features if has_loss_tokens(f)]
+    if not kept:
+        raise InputError(f"no sample has response tokens within --max-length {max_length}; raise --max-length.")
+    if len(kept) < len(features):
+        ui.warn(f"{len(features) - len(kept)} of {len(features)} samples have no response tokens within --max-length {max_length}; they are skipped.")
+    return kept
+
+
+def right_padded(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows as one (len(rows) x longest) long tensor padded on the right with `fill`, and the
+    boolean mask of the real entries."""
+    width = max(len(row) for row in rows)
+    padded = torch.full((len(rows), width), fill, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for index, row in enumerate(rows):
+        padded[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[index, : len(row)] = True
+    return padded, mask
+
+
+class Collator:
+    """Right-pads input_ids (pad id), labels (-100) and builds the attention mask."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        ids, mask = right_padded([f["input_ids"] for f in features], self.pad_id)
+        labels, _ = right_padded([f["labels"] for f in features], IGNORE_INDEX)
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask.long()}
