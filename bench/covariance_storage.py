@@ -67,7 +67,7 @@ def bytes_table() -> None:
     print(header)
     for name, shape in SHAPES.items():
         net = skeleton(*shape)
-        model_bytes = 2 * sum(p.numel() for p in net.parameters())
+        model_bytes = 2 * sum(p.numel() for n, p in net.named_parameters() if not (shape[-1] and n == "lm_head.weight"))  # tied: one copy
         sites = plan_sites(net, llama_groups(shape[2]))
         modules = dict(net.named_modules())
         output_covs = 2 * sum(8 * modules[t].weight.shape[0] ** 2 for site in sites for t in site.serves)
