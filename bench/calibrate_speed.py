@@ -33,8 +33,9 @@ from sclora_tools.calibration.resume import Checkpointer
 from sclora_tools.calibration.sink import CovarianceSink
 from sclora_tools.collect import plan_sites
 from sclora_tools.core.covariance_codec import resolve_form
+from sclora_tools.io.manifest_types import Role
 
-ROLES = {"pos": "dialogsum", "neg": "safety"}
+ROLES = {Role.POS: "dialogsum", Role.NEG: "safety"}
 
 
 def wide_model(directory: Path, tokenizer_source: Path) -> Path:

@@ -83,10 +83,15 @@ def gb(size: int) -> str:
     return f"{size / 1e9:.3g} GB" if size >= 1e8 else f"{size / 1e6:.3g} MB"
 
 
-def measured(model: str, samples: int, max_length: int, scratch: Path) -> Path:
-    print(f"\n2. measured on {model} ({samples} + {samples} samples of <= {max_length} tokens)")
-    reference = scratch / "float64"
-    manifest = calibrate(model, "dialogsum", "safety", reference, samples=samples, max_length=max_length, storage="float64", progress=False)
+def reference_calibration(model: str, samples: int, max_length: int, out: Path, targets: list[str] | None) -> Path:
+    """The float64 covariances every lossy form is compared with."""
+    calibrate(model, "dialogsum", "safety", out, samples=samples, max_length=max_length, targets=targets, storage="float64", progress=False)
+    return out
+
+
+def measured(reference: Path, scratch: Path) -> None:
+    manifest = json.loads((reference / "manifest.json").read_text())
+    print(f"\n2. measured on {manifest['model']['spec']} (covariance files; their size does not depend on the samples)")
     weights = sum(Path(manifest["model"]["path"], name).stat().st_size for name in manifest["model"]["weight_files"])
     print(f"   model weights on disk: {gb(weights)} ({manifest['model']['checkpoint_dtype']}); {len(manifest['config']['sites'])} sites")
     for form in codec.FORMATS:
@@ -97,7 +102,6 @@ def measured(model: str, samples: int, max_length: int, scratch: Path) -> Path:
                 write_covariances(directory, role, {key: stored.get(key) for key in stored.keys()}, form)
         size = sum(covariance_path(directory, role).stat().st_size for role in ("pos", "neg"))
         print(f"   {form:<15} {gb(size):>9}  {size / weights:.3f}x of the weights on disk, {size / (weights / 2):.3f}x of them in bf16")
-    return reference
 
 
 def reward_losses(cov_pos, cov_neg, weight, forms) -> dict[str, float]:
@@ -142,6 +146,8 @@ def relative(loss: float, best: float, eigenvalues: torch.Tensor, rank: int) -> 
 
 def on_model(reference: Path, every: int) -> None:
     manifest = json.loads((reference / "manifest.json").read_text())
+    tokens = [d["tokens"] for d in manifest["datasets"]]
+    largest = max(site["dim"] for site in manifest["config"]["sites"])
     reader = CheckpointReader(Path(manifest["model"]["path"]))
     worst: dict[str, float] = {}
     layers = sorted({int(site["module"].split(".")[2]) for site in manifest["config"]["sites"]})[::every]
@@ -154,7 +160,8 @@ def on_model(reference: Path, every: int) -> None:
                 weight = reader.read(f"{target}.weight").double() if site["side"] == "input" else torch.eye(site["dim"], dtype=torch.float64)
                 for key, value in reward_losses(cov_pos, cov_neg, weight, LOSSY).items():
                     worst[key] = max(worst.get(key, 0.0), value)
-    print(f"\n3a. reward loss on the embedded model's covariances (layers {layers}; worst over targets, beta, r)")
+    print(f"\n3a. reward loss on the embedded model's covariances, {tokens[0]:,} + / {tokens[1]:,} - tokens "
+          f"({min(tokens) / largest:.1f} per dimension of the largest site); layers {layers}; worst over targets, beta, r")
     print_losses(worst)
 
 
@@ -193,15 +200,22 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--layers-every", type=int, default=3)
     parser.add_argument("--dims", default="1024,4096")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 4 samples of 32 tokens, every 15th layer, d = 256")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 12 samples of 64 tokens, the first block only, d = 256")
     arguments = parser.parse_args()
+    targets = None
     if arguments.quick:
-        arguments.samples, arguments.max_length, arguments.layers_every, arguments.dims = 4, 32, 15, "256"
+        arguments.samples, arguments.max_length, arguments.dims = 12, 64, "256"
+        targets = [f"model.layers.0.{name}" for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                                         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
     print(f"load {os.getloadavg()[0]:.2f}")
     bytes_table()
     with tempfile.TemporaryDirectory() as scratch:
-        reference = measured(arguments.model, arguments.samples, arguments.max_length, Path(scratch))
+        reference = reference_calibration(arguments.model, arguments.samples, arguments.max_length, Path(scratch) / "reference", targets)
+        if targets is None:
+            measured(reference, Path(scratch))
         on_model(reference, arguments.layers_every)
+        few = reference_calibration(arguments.model, 4, 32, Path(scratch) / "few-tokens", targets)  # fewer tokens than dimensions
+        on_model(few, arguments.layers_every)
     on_synthetic([int(d) for d in arguments.dims.split(",")])
 
 

@@ -8,10 +8,14 @@ import torch
 
 NORMALIZATIONS = ("token", "sample")
 FLUSH_TOKENS = 16384
-LEAF_WIDTH = 512  # blocks at least this wide are split: their lower off-diagonal quarter is skipped
+LEAF_WIDTH = {"cpu": 128, "cuda": 1024}  # split blocks twice this wide: small GEMMs are cheap on CPUs, launches cost on GPUs
 
 
-def add_upper_gram(accumulator: torch.Tensor, rows: torch.Tensor, leaf_width: int = LEAF_WIDTH) -> None:
+def leaf_width_for(device: torch.device | str) -> int:
+    return LEAF_WIDTH.get(torch.device(device).type, LEAF_WIDTH["cuda"])
+
+
+def add_upper_gram(accumulator: torch.Tensor, rows: torch.Tensor, leaf_width: int) -> None:
     """accumulator += rows^T rows on and above the diagonal blocks, in place.
 
     The Gram matrix is symmetric, so its lower off-diagonal blocks are not computed: splitting
@@ -51,13 +55,14 @@ class SecondMoment:
     dtype: torch.dtype = torch.float64
     device: torch.device | str = "cpu"
     flush_tokens: int = FLUSH_TOKENS
-    leaf_width: int = LEAF_WIDTH
+    leaf_width: int | None = None  # default: by device (leaf_width_for)
     accumulator: torch.Tensor = field(init=False, repr=False)
     tokens: int = field(init=False, default=0)
     pending: torch.Tensor | None = field(init=False, default=None)
     pending_tokens: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        self.leaf_width = self.leaf_width or leaf_width_for(self.device)
         self.accumulator = torch.zeros(self.dim, self.dim, dtype=self.dtype, device=self.device)
         if self.dtype != torch.float32:
             self.pending = torch.zeros(self.dim, self.dim, dtype=torch.float32, device=self.device)
@@ -87,7 +92,8 @@ class SecondMoment:
     def total(self) -> torch.Tensor:
         """The sum of x x^T over every row added so far, in `dtype` (flushes the pending sum)."""
         self.flush()
-        mirror_upper(self.accumulator)
+        if self.dim >= 2 * self.leaf_width:  # below that, every product was a full one: already symmetric
+            mirror_upper(self.accumulator)
         return self.accumulator
 
     def restore(self, total: torch.Tensor, tokens: int) -> None:

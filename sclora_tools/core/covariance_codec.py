@@ -24,6 +24,8 @@ gaps below the storage's resolution; float32 stays below 1e-11 there.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 FORMATS = ("float64", "float64-packed", "float32", "float24", "corr24", "corr16")
@@ -55,20 +57,21 @@ def stored_bytes(dim: int, form: str) -> int:
     return packed_length(dim) * BYTES_PER_ENTRY[form]
 
 
-def upper_mask(dim: int, diagonal: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Boolean (dim x dim) mask of the upper triangle, row-major order when used to index."""
-    return torch.ones(dim, dim, dtype=torch.bool, device=device).triu(diagonal)
+@functools.lru_cache(maxsize=4)
+def upper_indices(dim: int, diagonal: int, device: torch.device) -> torch.Tensor:
+    """Flat (row-major) positions of the upper triangle of a (dim x dim) matrix, row by row."""
+    return torch.ones(dim, dim, dtype=torch.bool, device=device).triu(diagonal).flatten().nonzero().squeeze(1)
 
 
 def pack_upper(matrix: torch.Tensor, diagonal: int = 0) -> torch.Tensor:
     """The upper triangle of a square matrix, row by row, as a 1-D tensor."""
-    return matrix[upper_mask(matrix.shape[0], diagonal, matrix.device)]
+    return matrix.contiguous().flatten().take(upper_indices(matrix.shape[0], diagonal, matrix.device))
 
 
 def unpack_symmetric(packed: torch.Tensor, dim: int, diagonal: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse of pack_upper (float64): with `diagonal` given, `packed` holds the strict upper part."""
     matrix = torch.zeros(dim, dim, dtype=torch.float64, device=packed.device)
-    matrix[upper_mask(dim, 0 if diagonal is None else 1, packed.device)] = packed.to(torch.float64)
+    matrix.view(-1)[upper_indices(dim, 0 if diagonal is None else 1, packed.device)] = packed.to(torch.float64)
     matrix += matrix.triu(1).T
     if diagonal is not None:
         matrix.diagonal().copy_(diagonal.to(torch.float64))

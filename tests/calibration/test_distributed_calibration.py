@@ -58,6 +58,20 @@ def test_two_ranks_under_torchrun_equal_one_process(tiny_fp32, data_files, tmp_p
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or checkpoint left behind
 
 
+@pytest.mark.slow
+def test_accelerate_launch_runs_two_ranks(tiny_fp32, data_files, tmp_path):
+    """`accelerate launch --multi_gpu` sets the same variables as torchrun; on CPU it runs gloo."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), SCLORA, "calibrate",
+               str(tiny_fp32), "--pos", str(data_files["pos"]), "--neg", str(data_files["neg"]), "-o", str(tmp_path / "c"),
+               "--samples", "12", "--max-length", "32", "--device", "cpu", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads(result.stdout)
+    assert manifest["config"]["world_size"] == 2
+    assert [len(share) for share in manifest["config"]["samples_per_rank"]["+"]] == [6, 6]
+
+
 def one_rank(rank: int, init_file: str, outcome_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=120))
