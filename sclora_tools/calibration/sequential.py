@@ -67,7 +67,10 @@ class CapturedBatch:
 
 
 class BlockRunner:
+    """Runs a weightless model (`skeleton`) block by block, reading each block from `reader`."""
+
     def __init__(self, net: nn.Module, reader, device: torch.device, spill_parent: Path, progress: bool) -> None:
+        memory.return_large_blocks_to_the_os()  # a freed block goes back to the OS, not to the heap
         self.net, self.reader, self.device, self.progress = net, reader, device, progress
         self.decoder = net.get_decoder() if hasattr(net, "get_decoder") else net
         self.blocks = models.decoder_blocks(net)
@@ -76,6 +79,7 @@ class BlockRunner:
         self.dtype = next(net.parameters()).dtype
         self.pad_id = getattr(net.config, "pad_token_id", None) or 0
         self.captured: list[CapturedBatch] = []
+        self.roles: list[Role] = []
         self.store = HiddenStore(0, spill_parent, device)
 
     def check_sites(self, sites: list[Site]) -> None:
@@ -90,7 +94,8 @@ class BlockRunner:
 
     def capture(self, shards: dict[Role, list[batching.Sample]], batch_size: int) -> None:
         """Run every batch up to the first block; remember its hidden states and every block's call."""
-        self.store.budget = int(HIDDEN_BUDGET_FRACTION * memory_available(self.device))
+        self.store.budget = int(HIDDEN_BUDGET_FRACTION * placement.available_memory(self.device))
+        self.roles = list(shards)  # every rank finishes every dataset, even one with no samples here
         outside = self.parameters_outside_blocks()
         with torch.inference_mode():
             self.load(self.net, outside)
@@ -130,7 +135,7 @@ class BlockRunner:
         names = [name for name, _ in block.named_parameters()]
         with ranks.phase():
             self.load(block, names, self.block_names[index])
-        for role in dict.fromkeys(batch.role for batch in self.captured):
+        for role in self.roles:
             with ranks.phase():
                 moments = self.run_batches(index, block, sites, role, accumulate)
             sink.finish(role, moments)
@@ -226,6 +231,3 @@ def recording(blocks: nn.ModuleList, calls: list, first_hidden: list):
         for block in blocks:
             del block.forward
 
-
-def memory_available(device: torch.device) -> int:
-    return placement.available_memory(device)

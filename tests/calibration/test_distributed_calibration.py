@@ -20,7 +20,7 @@ from sclora_tools import calibrate
 from sclora_tools.calibration.distributed import RankFailedError, Ranks, from_environment
 from sclora_tools.errors import UsageError
 from sclora_tools.io.covariances import open_covariances
-from sclora_tools.io.manifest_types import Role
+from sclora_tools.io.manifest_types import CALIBRATION_ROLES, Role
 
 SCLORA = str(Path(sys.executable).parent / "sclora")
 
@@ -110,3 +110,31 @@ def test_inconsistent_launcher_variables_are_refused(variables, monkeypatch):
         monkeypatch.setenv(name, value)
     with pytest.raises(UsageError, match="torchrun or accelerate launch"):
         from_environment("cpu")
+
+
+def calibrate_as_rank(rank: int, port: int, arguments: dict, outcome_dir: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    manifest = calibrate(**arguments)
+    Path(outcome_dir, f"rank{rank}.json").write_text(json.dumps(manifest))
+
+
+def test_sequential_engine_on_two_ranks_with_an_empty_share(tiny_bf16, data_files, tmp_path):
+    """One sample per dataset: rank 1 has nothing to run, yet finishes every block with rank 0."""
+    arguments = {"model": str(tiny_bf16), "pos": str(data_files["pos"]), "neg": str(data_files["neg"]), "output_dir": str(tmp_path / "two"),
+                 "samples": 1, "max_length": 40, "storage": "float64", "device": "cpu", "sequential": "on", "progress": False}
+    context = mp.get_context("spawn")
+    port = free_port()
+    processes = [context.Process(target=calibrate_as_rank, args=(rank, port, arguments, str(tmp_path))) for rank in (0, 1)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=240)
+        assert process.exitcode == 0
+    assert json.loads((tmp_path / "rank1.json").read_text()) is None  # rank 1 wrote and returned nothing
+    manifest = json.loads((tmp_path / "rank0.json").read_text())
+    assert manifest["config"]["engine"] == "sequential" and manifest["config"]["samples_per_rank"]["+"] == [[0], []]
+    calibrate(**{**arguments, "output_dir": tmp_path / "one"})
+    for role in CALIBRATION_ROLES:
+        with open_covariances(tmp_path / "two", role) as two, open_covariances(tmp_path / "one", role) as one:
+            for key in one.keys():
+                assert torch.equal(two.get(key), one.get(key))  # the same single batch, summed with zeros
