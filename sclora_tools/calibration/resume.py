@@ -59,7 +59,13 @@ class Checkpointer:
         path = self.directory / STATE_FILE
         if not path.is_file():
             raise InputError(f"there is no calibrate checkpoint to resume at {self.directory}; run without --resume.")
-        state = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            missing = [record["file"] for record in state["roles"].values() if not (self.directory / record["file"]).is_file()]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            missing = [STATE_FILE]
+        if missing:
+            raise InputError(f"the calibrate checkpoint at {self.directory} is damaged ({missing[0]}); run without --resume to start over.")
         differing = sorted(key for key in set(state["identity"]) | set(self.identity) if state["identity"].get(key) != self.identity.get(key))
         if differing:
             raise MismatchError(

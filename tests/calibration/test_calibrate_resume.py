@@ -96,12 +96,18 @@ def test_resume_without_a_checkpoint_says_so(tiny_fp32, data_files, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_a_failed_run_keeps_its_checkpoint_and_a_finished_one_removes_it(tiny_fp32, data_files, tmp_path, monkeypatch):
+def fail_before_the_artefact(monkeypatch) -> None:
+    """Every dataset is collected (and checkpointed), then writing the covariance files fails."""
+
     def broken(*args, **kwargs):
         raise InputError("disk trouble while writing")
 
-    out = tmp_path / "c"
     monkeypatch.setattr(sink.CovarianceSink, "close", broken)
+
+
+def test_a_failed_run_keeps_its_checkpoint_and_a_finished_one_removes_it(tiny_fp32, data_files, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    fail_before_the_artefact(monkeypatch)
     with pytest.raises(InputError, match="disk trouble"):
         calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=12, checkpoint_every=2, progress=False)
     state = json.loads((state_root(out) / STATE_FILE).read_text())
@@ -112,3 +118,19 @@ def test_a_failed_run_keeps_its_checkpoint_and_a_finished_one_removes_it(tiny_fp
                          resume=True, progress=False)
     assert manifest["summary"]["resumed_batches"] == {"pos": 2, "neg": 2}  # 12 samples in batches of 8: both sets were done
     assert not state_root(out).exists()
+
+
+def test_a_damaged_checkpoint_is_refused_with_one_sentence(tiny_fp32, data_files, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    fail_before_the_artefact(monkeypatch)
+    with pytest.raises(InputError, match="disk trouble"):
+        calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=12, checkpoint_every=2, progress=False)
+    monkeypatch.undo()
+    state = state_root(out) / STATE_FILE
+    sums = next(state_root(out).glob("sums-neg-*.safetensors"))
+    sums.unlink()
+    with pytest.raises(InputError, match=f"damaged \\({sums.name}\\)"):
+        calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=12, checkpoint_every=2, resume=True, progress=False)
+    state.write_text("{not json")
+    with pytest.raises(InputError, match="damaged \\(state.json\\)"):
+        calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=12, checkpoint_every=2, resume=True, progress=False)
