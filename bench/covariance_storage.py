@@ -33,6 +33,7 @@ from sclora_tools.collect import plan_sites
 from sclora_tools.core import covariance_codec as codec
 from sclora_tools.io.checkpoint import CheckpointReader
 from sclora_tools.io.covariances import covariance_path, open_covariances, write_covariances
+from sclora_tools.io.manifest_types import CALIBRATION_ROLES, Role
 
 SHAPES = {  # name: hidden, intermediate, layers, heads, kv heads, vocab, tied embeddings
     "SmolLM2-135M": (576, 1536, 30, 9, 3, 49152, True),
@@ -97,10 +98,10 @@ def measured(reference: Path, scratch: Path) -> None:
     for form in codec.FORMATS:
         directory = scratch / form
         directory.mkdir(exist_ok=True)
-        for role in ("pos", "neg"):
+        for role in CALIBRATION_ROLES:
             with open_covariances(reference, role) as stored:
                 write_covariances(directory, role, {key: stored.get(key) for key in stored.keys()}, form)
-        size = sum(covariance_path(directory, role).stat().st_size for role in ("pos", "neg"))
+        size = sum(covariance_path(directory, role).stat().st_size for role in CALIBRATION_ROLES)
         print(f"   {form:<15} {gb(size):>9}  {size / weights:.3f}x of the weights on disk, {size / (weights / 2):.3f}x of them in bf16")
 
 
@@ -151,7 +152,7 @@ def on_model(reference: Path, every: int) -> None:
     reader = CheckpointReader(Path(manifest["model"]["path"]))
     worst: dict[str, float] = {}
     layers = sorted({int(site["module"].split(".")[2]) for site in manifest["config"]["sites"]})[::every]
-    with open_covariances(reference, "pos") as pos, open_covariances(reference, "neg") as neg:
+    with open_covariances(reference, Role.POS) as pos, open_covariances(reference, Role.NEG) as neg:
         for site in manifest["config"]["sites"]:
             if int(site["module"].split(".")[2]) not in layers:
                 continue
