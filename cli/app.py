@@ -65,17 +65,31 @@ def calibrate(
     for_methods: Annotated[str | None, typer.Option("--for", help="Also store what these init methods need (comma-separated, or "
             "all): corda-ipa, corda-kpa and lora-null need every target's input-side covariance (a larger calibration). "
             "Default: sclora's.")] = None,
+    storage: Annotated[str, typer.Option(help="How covariances are stored: auto (corr24 when each set has >= 2 tokens per dimension, "
+            "else float32), corr24 (float64 variances + 24-bit correlations), corr16, float24, float32, float64-packed (lossless) or "
+            "float64 (full matrices, the old format); all but float64 keep one triangle.")] = "auto",
+    sequential: Annotated[str, typer.Option(help="One decoder block at a time from the shards: auto (when the model does not fit "
+            "the device), on, off.")] = "auto",
+    device_map: Annotated[str | None, typer.Option(help="'auto': let accelerate place the model across devices and CPU instead.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Save the running sums every N batches, so --resume can finish a killed run "
+            "(0: never).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of the same command (same settings "
+            "and data).")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the model over + and - data and store the covariances of every target layer."""
+    """Run the model over + and - data and store the covariances of every target layer.
+
+    Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         manifest = calibrate_stage.calibrate(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
                        targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
-                       accumulate_dtype=accumulate_dtype, for_methods=for_methods, trust_remote_code=trust_remote_code,
+                       accumulate_dtype=accumulate_dtype, for_methods=for_methods, storage=storage, sequential=sequential,
+                       device_map=device_map, checkpoint_every=checkpoint_every, resume=resume, trust_remote_code=trust_remote_code,
                        progress=not as_json)
-    emit(manifest, as_json)
+    if manifest is not None:  # ranks other than 0 of a distributed run print nothing
+        emit(manifest, as_json)
 
 
 @app.command()

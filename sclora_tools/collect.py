@@ -51,8 +51,21 @@ class Collector:
         self.model = model
         self.sites = sites
         self.moments = {site.key: SecondMoment(site.dim, accumulate_dtype, device) for site in sites}
-        self.mask: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+        self._all_real = False
         self.handles: list = []
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return self._mask
+
+    @mask.setter
+    def mask(self, mask: torch.Tensor) -> None:
+        self._mask = mask
+        self._all_real = bool(mask.all())  # no padding in this batch: use the activations without a gathered copy
+
+    def real_tokens(self, activations: torch.Tensor) -> torch.Tensor:
+        return activations.reshape(-1, activations.shape[-1]) if self._all_real else activations[self._mask]
 
     def __enter__(self) -> Collector:
         modules = dict(self.model.named_modules())
@@ -71,7 +84,7 @@ class Collector:
 
     def _input_hook(self, key: str):
         def hook(module, args):
-            self.moments[key].add(args[0][self.mask])
+            self.moments[key].add(self.real_tokens(args[0]))
 
         return hook
 
@@ -79,7 +92,7 @@ class Collector:
         bias = getattr(module, "bias", None)
 
         def hook(module, args, output):
-            selected = output[self.mask]
+            selected = self.real_tokens(output)
             self.moments[key].add(selected - bias if bias is not None else selected)
 
         return hook

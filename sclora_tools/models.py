@@ -86,13 +86,15 @@ def pick_dtype(name: str, checkpoint_dtype: torch.dtype) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_model(source: ModelSource, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False) -> nn.Module:
+def load_model(source: ModelSource, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False,
+               device_map: str | None = None) -> nn.Module:
+    """The model on `device`, or placed by accelerate when `device_map` is given (e.g. "auto")."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        source.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        source.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, device_map=device_map
     )
-    return model.to(device).eval()
+    return (model if device_map else model.to(device)).eval()
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
@@ -144,7 +146,7 @@ def shared_input_groups(model: nn.Module, targets: list[str], device: torch.devi
     """
     modules = dict(model.named_modules())
     seen: dict[str, torch.Tensor] = {}
-    handles = [modules[name].register_forward_pre_hook(_remember_input(name, seen)) for name in targets]
+    handles = [modules[name].register_forward_pre_hook(remember_input(name, seen)) for name in targets]
     try:
         with torch.inference_mode():
             vocab = getattr(model.config, "vocab_size", 16)
@@ -153,6 +155,11 @@ def shared_input_groups(model: nn.Module, targets: list[str], device: torch.devi
     finally:
         for handle in handles:
             handle.remove()
+    return group_by_input(targets, seen)
+
+
+def group_by_input(targets: list[str], seen: dict[str, torch.Tensor]) -> list[list[str]]:
+    """Targets grouped by the identity of the input tensor each received (`seen`)."""
     groups: dict[int, list[str]] = {}
     for name in targets:
         if name not in seen:
@@ -161,7 +168,7 @@ def shared_input_groups(model: nn.Module, targets: list[str], device: torch.devi
     return list(groups.values())
 
 
-def _remember_input(name: str, seen: dict[str, torch.Tensor]):
+def remember_input(name: str, seen: dict[str, torch.Tensor]):
     def hook(module, args):
         seen.setdefault(name, args[0])
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import models, ui
-from ..calibration import check_serves, sites_for_method
+from ..calibration.serving import check_serves, sites_for_method
 from ..collect import Collector, plan_sites
 from ..core.covariance import normalize
 from ..core.exact import SUPPORTED_DTYPES

@@ -5,7 +5,7 @@ setting is a field with a default, so manifests written before it still read."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .manifest_types import Record, SiteRecord, as_tuple
@@ -13,7 +13,10 @@ from .manifest_types import Record, SiteRecord, as_tuple
 
 @dataclass(frozen=True)
 class CalibrationConfig(Record):
-    """How calibration ran: the target layers, the covariance sites that serve them, the sampling."""
+    """How calibration ran: the target layers, the covariance sites that serve them, the sampling,
+    how the covariances are stored, which engine ran on how many ranks and which samples each took.
+    The defaults describe manifests written before a field existed (one process, in memory,
+    full float64 matrices)."""
 
     targets: tuple[str, ...] = ()
     sites: tuple[SiteRecord, ...] = ()
@@ -26,12 +29,23 @@ class CalibrationConfig(Record):
     normalization: str = "token"
     accumulate_dtype: str = "float64"
     for_methods: tuple[str, ...] = ("sclora",)  # the init methods it stores covariances for (`--for`)
+    storage: str = "float64"  # a form of core/covariance_codec.py
+    storage_requested: str | None = None  # what was asked (auto resolves by token count)
+    engine: str = "in-memory"  # in-memory, device-map or sequential (one decoder block at a time)
+    sequential: str | None = None  # what was asked: auto, on or off
+    model_bytes: int | None = None
+    available_bytes: int | None = None
+    world_size: int = 1
+    samples_per_rank: dict[str, tuple[tuple[int, ...], ...]] = field(default_factory=dict)  # role -> per rank, sample positions
+    checkpoint_every: int = 0
 
     @classmethod
     def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
         sites = tuple(SiteRecord.from_dict(site) for site in as_tuple(values.get("sites")))
         methods = as_tuple(values.get("for_methods")) or ("sclora",)
-        return {**values, "targets": as_tuple(values.get("targets")), "sites": sites, "for_methods": methods}
+        per_rank = {str(role): tuple(tuple(ranks) for ranks in as_tuple(shares))
+                    for role, shares in (values.get("samples_per_rank") or {}).items()}
+        return {**values, "targets": as_tuple(values.get("targets")), "sites": sites, "for_methods": methods, "samples_per_rank": per_rank}
 
     def site_of_target(self) -> dict[str, SiteRecord]:
         """target module -> the site SC-LoRA reads: its output site where calibrate stored one (the

@@ -150,7 +150,10 @@ class Summary(Record):
 
 @dataclass(frozen=True)
 class CalibrationSummary(Summary):
+    """`resumed_batches`: per dataset (short name), the batches restored from a checkpoint."""
+
     tokens: int | None = None
+    resumed_batches: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import ui
-from ..calibration import check_ranks, check_serves, locate_model, sites_for_method
+from ..calibration.serving import check_ranks, check_serves, locate_model, sites_for_method
 from ..core import methods
 from ..core.layer_init import InitSettings, LayerInit, SiteCovariances, initialize_layer
 from ..errors import NumericalError, UsageError

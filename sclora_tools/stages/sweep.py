@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.table import Table
 
 from .. import ui
-from ..calibration import check_ranks, locate_model
+from ..calibration.serving import check_ranks, locate_model
 from ..core.sweep import BetaPoint, prepare_site, share, sweep_site
 from ..errors import UsageError
 from ..io import plots

@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 import sclora_tools.models as models
 from sclora_tools import calibrate
 from sclora_tools.errors import InputError
+from sclora_tools.io.covariances import open_covariances
+from sclora_tools.io.manifest_types import Role
 
 
 def test_shared_inputs_are_collected_once_and_down_proj_on_its_output(fp32_run):
@@ -22,16 +24,16 @@ def test_shared_inputs_are_collected_once_and_down_proj_on_its_output(fp32_run):
     assert [n.rsplit(".", 1)[-1] for n in sites["model.layers.0.mlp.gate_proj:input"]["serves"]] == ["gate_proj", "up_proj"]
     assert "model.layers.0.mlp.down_proj:output" in sites  # 160 -> 64: the output side is smaller
     assert len(calibration["config"]["targets"]) == 14
-    covariance = load_file(fp32_run.calib / "pos.safetensors")
-    assert covariance["model.layers.0.mlp.down_proj:output"].shape == (64, 64)
-    assert covariance["model.layers.0.mlp.gate_proj:input"].shape == (64, 64)
+    with open_covariances(fp32_run.calib, Role.POS) as covariance:
+        assert covariance.get("model.layers.0.mlp.down_proj:output").shape == (64, 64)
+        assert covariance.get("model.layers.0.mlp.gate_proj:input").shape == (64, 64)
 
 
 def test_padding_is_never_counted(tiny_fp32, data_files, tmp_path):
     calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "b1",
-              samples=20, max_length=48, batch_size=1, progress=False)
+              samples=20, max_length=48, batch_size=1, storage="float64", progress=False)
     calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "b7",
-              samples=20, max_length=48, batch_size=7, progress=False)
+              samples=20, max_length=48, batch_size=7, storage="float64", progress=False)
     for role in ("pos", "neg"):
         one, seven = load_file(tmp_path / "b1" / f"{role}.safetensors"), load_file(tmp_path / "b7" / f"{role}.safetensors")
         for key in one:
@@ -50,9 +52,10 @@ def test_calibration_manifest_records_model_data_and_settings(fp32_run, tiny_fp3
 
 
 def test_sample_normalisation_is_recorded_and_scales_by_length(tiny_fp32, data_files, tmp_path):
-    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "tok", samples=10, max_length=48, progress=False)
+    calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "tok", samples=10, max_length=48,
+              storage="float64", progress=False)
     calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "smp", samples=10, max_length=48,
-              normalization="sample", progress=False)
+              normalization="sample", storage="float64", progress=False)
     manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
     tokens = {d["role"]: d["tokens"] for d in manifest["datasets"]}
     by_token, by_sample = load_file(tmp_path / "tok" / "pos.safetensors"), load_file(tmp_path / "smp" / "pos.safetensors")
@@ -65,8 +68,8 @@ def test_chat_rows_and_bf16_calibration(tiny_bf16, data_files, tmp_path):
     manifest = calibrate(str(tiny_bf16), str(data_files["chat"]), str(data_files["neg"]), tmp_path / "c",
                          samples=8, max_length=32, progress=False)
     assert manifest["model"]["checkpoint_dtype"] == "bfloat16"
-    covariance = load_file(tmp_path / "c" / "pos.safetensors")
-    assert all(t.dtype == torch.float64 and bool(torch.isfinite(t).all()) for t in covariance.values())
+    with open_covariances(tmp_path / "c", Role.POS) as covariance:
+        assert all(t.dtype == torch.float64 and bool(torch.isfinite(t).all()) for t in map(covariance.get, covariance.keys()))
 
 
 def test_a_bad_dataset_is_reported_before_the_model_is_loaded(tiny_fp32, tmp_path, monkeypatch):

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import models
-from .core.methods import METHODS
-from .errors import InputError, MismatchError, UsageError
-from .io.checkpoint import CheckpointReader
-from .io.manifest import Manifest
-from .io.manifest_types import SiteRecord
+from .. import models
+from ..core.methods import METHODS
+from ..errors import InputError, MismatchError, UsageError
+from ..io.checkpoint import CheckpointReader
+from ..io.manifest import Manifest
+from ..io.manifest_types import SiteRecord
 
 ALL = "all"
 

@@ -1,0 +1,1 @@
+"""Calibration engines: in memory, block by block (sequential), across ranks; resume; storage."""

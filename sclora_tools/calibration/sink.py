@@ -1,0 +1,58 @@
+"""Where finished running sums go: summed over ranks, normalised, checked, and written to the
+covariance files (rank 0 only), one site at a time, so accumulators can be freed as they go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..collect import Site
+from ..core.covariance import SecondMoment, normalize
+from ..errors import NumericalError
+from ..io.covariances import CovarianceWriter, covariance_path
+from ..io.manifest_types import Role
+from .distributed import Ranks
+
+
+class CovarianceSink:
+    """`finish(role, moments)` for any subset of sites, in the same order on every rank; `close()`
+    once every site of every role was finished."""
+
+    def __init__(self, directory: Path | None, sites: list[Site], form: str, ranks: Ranks, counts: dict[Role, tuple[int, int]], normalization: str):
+        self.ranks, self.counts, self.normalization = ranks, counts, normalization
+        dims = {site.key: site.dim for site in sites}
+        self.writers = {role: CovarianceWriter(covariance_path(directory, role), dims, form) for role in counts} if ranks.is_writer else {}
+
+    def __enter__(self) -> CovarianceSink:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None:
+            self.abandon()
+
+    def finish(self, role: Role, moments: dict[str, SecondMoment]) -> None:
+        samples, tokens = self.counts[role]
+        with self.ranks.phase():
+            totals = {key: moment.total for key, moment in moments.items()}
+        for total in totals.values():
+            self.ranks.sum_to_writer(total)
+        if not self.ranks.is_writer:
+            return
+        for key, total in totals.items():
+            self.writers[role].write(key, finished(total, tokens, samples, self.normalization, key))
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+    def abandon(self) -> None:
+        for writer in self.writers.values():
+            writer.abandon()
+
+
+def finished(total: torch.Tensor, tokens: int, samples: int, normalization: str, key: str) -> torch.Tensor:
+    covariance = normalize(total, tokens, samples, normalization)
+    if not bool(torch.isfinite(covariance.sum())):  # NaN and Inf reach the sum
+        raise NumericalError(f"the covariance at {key} holds NaN or Inf; run calibration with --dtype float32.")
+    return covariance.cpu()

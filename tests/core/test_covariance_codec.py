@@ -1,0 +1,97 @@
+"""Storage forms of a covariance: exact layouts, per-entry error bounds, and the effect that
+matters, on the chosen subspace (reward R(S) under the float64 covariances)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sclora_tools.core import covariance_codec as codec
+from sclora_tools.core import subspace
+
+F64 = torch.float64
+
+
+def activations_like(dim: int, tokens: int, seed: int) -> torch.Tensor:
+    """Covariance of LLM-like activations: power-law spectrum, random basis, a few outlier
+    channels 30x larger than the rest, one dead channel."""
+    generator = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=F64))
+    spectrum = torch.arange(1, dim + 1, dtype=F64) ** -1.0
+    x = (torch.randn(tokens, dim, generator=generator, dtype=F64) * spectrum.sqrt()) @ basis.T
+    x[:, torch.randperm(dim, generator=generator)[:3]] *= 30.0
+    x[:, 5] = 0.0
+    return x.T @ x / tokens
+
+
+@pytest.fixture(scope="module")
+def covariance() -> torch.Tensor:
+    return activations_like(96, 400, seed=0)
+
+
+@pytest.mark.parametrize("form", codec.FORMATS)
+def test_every_form_decodes_to_a_symmetric_float64_matrix_of_the_stated_size(form, covariance):
+    parts = codec.encode(covariance, form)
+    decoded = codec.decode(parts, 96, form)
+    assert decoded.dtype == F64 and decoded.shape == (96, 96) and torch.equal(decoded, decoded.T)
+    assert sum(t.numel() * t.element_size() for t in parts.values()) == codec.stored_bytes(96, form)
+    assert bool((decoded[5] == 0).all())  # a dead channel stays exactly zero
+
+
+@pytest.mark.parametrize("form", codec.LOSSLESS)
+def test_lossless_forms_are_exact(form, covariance):
+    assert torch.equal(codec.decode(codec.encode(covariance, form), 96, form), covariance)
+
+
+@pytest.mark.parametrize("form, relative", [("float32", 2.0**-24), ("float24", 2.0**-16)])
+def test_float_forms_round_each_entry_to_nearest(form, relative, covariance):
+    decoded = codec.decode(codec.encode(covariance, form), 96, form)
+    error = (decoded - covariance).abs()
+    assert bool((error <= relative * covariance.abs() * (1 + 1e-9)).all())
+    assert error.max() > 0
+
+
+@pytest.mark.parametrize("form, step", [("corr24", 1 / codec.CORR24_SCALE), ("corr16", 1 / codec.CORR16_SCALE)])
+def test_correlation_forms_keep_variances_exact_and_bound_the_error_by_the_scales(form, step, covariance):
+    decoded = codec.decode(codec.encode(covariance, form), 96, form)
+    assert torch.equal(decoded.diagonal(), covariance.diagonal())
+    scales = covariance.diagonal().sqrt()
+    bound = (0.5 * step + 1e-12) * torch.outer(scales, scales)
+    assert bool(((decoded - covariance).abs() <= bound).all())
+
+
+def test_float24_bytes_round_trip_negative_values_and_carries():
+    values = torch.tensor([1.0, -1.0, 1.0 - 2.0**-20, -3.0e-7, 6.5e4, 0.0], dtype=torch.float32)
+    back = codec.float24_values(codec.float24_bytes(values))
+    assert back.tolist()[:2] == [1.0, -1.0] and back[2].item() == 1.0  # rounds up into the next binade
+    assert torch.allclose(back, values, rtol=2.0**-16, atol=0)
+    ints = torch.tensor([0, 1, -1, 2**23 - 1, -(2**23)], dtype=torch.int32)
+    assert torch.equal(codec.int24_values(codec.int24_bytes(ints)), ints)
+
+
+def relative_reward_loss(cov_pos, cov_neg, stored_pos, stored_neg, beta, rank, weight=None):
+    """(R* - R(S_stored)) / |R*| with R under the float64 covariances, at the output of h = W x."""
+    weight = torch.eye(cov_pos.shape[0], dtype=F64) if weight is None else weight
+    side = "input"
+    chosen = subspace.select_subspace(weight, stored_pos, stored_neg, side, beta, rank).basis
+    best = subspace.select_subspace(weight, cov_pos, cov_neg, side, beta, rank).basis
+    true = subspace.output_covariance(weight, subspace.delta_covariance(cov_pos, cov_neg, beta))
+    reward = lambda basis: torch.trace(basis.T @ true @ basis).item()  # noqa: E731
+    return (reward(best) - reward(chosen)) / abs(reward(best))
+
+
+def test_auto_stores_correlations_only_for_well_determined_covariances():
+    assert codec.resolve_form("auto", fewest_tokens=2 * 4096, largest_dim=4096) == "corr24"
+    assert codec.resolve_form("auto", fewest_tokens=2 * 4096 - 1, largest_dim=4096) == "float32"
+    assert codec.resolve_form("float64", fewest_tokens=10, largest_dim=4096) == "float64"
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 0.99])
+def test_corr24_moves_the_chosen_subspace_reward_by_less_than_1e_minus_5(beta):
+    """What auto stores for well-determined covariances (4 tokens per dimension here)."""
+    cov_pos, cov_neg = activations_like(256, 1024, seed=1), activations_like(256, 1024, seed=2)
+    weight = torch.randn(320, 256, generator=torch.Generator().manual_seed(3), dtype=F64) / 16
+    stored = [codec.decode(codec.encode(c, "corr24"), 256, "corr24") for c in (cov_pos, cov_neg)]
+    for rank in (8, 64):
+        loss = relative_reward_loss(cov_pos, cov_neg, *stored, beta, rank, weight)
+        assert -1e-12 <= loss <= 1e-5, (rank, loss)
