@@ -109,3 +109,13 @@ def test_storage_auto_keeps_float32_when_there_are_fewer_tokens_than_twice_the_d
     assert min(d["tokens"] for d in few["datasets"]) < 2 * 64 and few["config"]["storage"] == "float32"
     with open_covariances(tmp_path / "few", Role.POS) as stored:
         assert stored.form == "float32"
+
+
+def test_sequential_stores_the_input_sites_of_calibrate_for_all(tiny_fp32, data_files, tmp_path):
+    """`--for all` adds every target's input-side site; block by block gives the same ones."""
+    memory = run(tiny_fp32, data_files, tmp_path / "mem", batch_size=5, sequential="off", for_methods="all")
+    blocks = run(tiny_fp32, data_files, tmp_path / "seq", batch_size=5, sequential="on", for_methods="all")
+    assert blocks["config"]["sites"] == memory["config"]["sites"]
+    assert {site["side"] for site in blocks["config"]["sites"]} == {"input", "output"}
+    assert blocks["config"]["for_methods"] == memory["config"]["for_methods"] and len(memory["config"]["for_methods"]) > 1
+    assert_same_covariances(tmp_path / "seq", tmp_path / "mem")
