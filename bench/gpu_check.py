@@ -44,7 +44,7 @@ CHATML = (
 )
 EMBEDDED_VARIABLE = "SCLORA_EMBEDDED_DIR"
 BUDGET_SECONDS = 8 * 60
-NAME_WIDTH = 34
+NAME_WIDTH = 36
 SEQUENTIAL_RTOL = 1e-3  # in-memory and sequential run the same bf16 blocks; float64 sums in another order
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .. import ui
 from ..errors import ScloraError
 
 
@@ -80,6 +81,8 @@ def start() -> Processes:
     state = PartialState(cpu=on_cpu, backend=wanted.ddp_backend)  # what TrainingArguments sets up, and reuses
     if starts_group:
         atexit.register(destroy_group)
+    if state.process_index != 0:
+        ui.console.quiet = True  # rank 0 alone shows progress, warnings and the summary (errors still print)
     return Processes(state.process_index, state.num_processes, on_cpu)
 
 
