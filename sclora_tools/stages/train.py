@@ -13,6 +13,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -64,27 +65,44 @@ def train(
                 verify_files(run_dir, init_manifest, only=("adapter/", "residual/"))
                 check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b)
                 prepare_output(output_dir, resume)
-            tokenizer = models.load_tokenizer(run_dir / "residual")
-            argument = data_argument or init_manifest.dataset(Role.POS).name
-            loaded = data.load_dataset_rows(argument, samples, seed)
-            examples = data.render_all(loaded, tokenizer)
-            features = with_loss_tokens([tokenize_for_loss(e, tokenizer, max_length) for e in examples], max_length)
-        settings = TrainSettings(data=argument, samples=len(features), epochs=epochs, max_steps=max_steps, lr=lr,
+            prepared = prepare_data(run_dir, data_argument or init_manifest.dataset(Role.POS).name, samples, seed, max_length)
+        settings = TrainSettings(data=prepared.argument, samples=len(prepared.features), epochs=epochs, max_steps=max_steps, lr=lr,
                                  batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
                                  freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16,
                                  world_size=processes.world_size)
         model = trainable_model(run_dir, settings)
         tracker = DriftTracker(run_dir, init_manifest) if processes.is_main else None
-        history, weights = run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps,
-                                       progress and processes.is_main, tracker, processes)
+        history, weights = run_trainer(model, prepared, output_dir, settings, resume, save_steps, progress and processes.is_main,
+                                       tracker, processes)
         manifest = None
         if processes.is_main:
-            record = data.texts_record(loaded, examples, sum(len(f["input_ids"]) for f in features), Role.TRAIN)
-            manifest = write_outputs(model, weights, history, output_dir, init_manifest, run_dir, settings, record, tracker, started)
+            manifest = write_outputs(model, weights, history, output_dir, init_manifest, run_dir, settings, prepared.record(), tracker,
+                                     started)
         processes.wait()  # every rank returns once the artefact is complete
     if manifest is not None:
         report(Manifest.from_dict(manifest), output_dir)
     return manifest
+
+
+class PreparedData(NamedTuple):
+    """The training data as every rank tokenises it."""
+
+    argument: str
+    tokenizer: object
+    loaded: data.LoadedDataset
+    examples: list[data.Example]
+    features: list[dict]
+
+    def record(self) -> dict:
+        return data.texts_record(self.loaded, self.examples, sum(len(f["input_ids"]) for f in self.features), Role.TRAIN)
+
+
+def prepare_data(run_dir: Path, argument: str, samples: int | None, seed: int, max_length: int) -> PreparedData:
+    tokenizer = models.load_tokenizer(run_dir / "residual")
+    loaded = data.load_dataset_rows(argument, samples, seed)
+    examples = data.render_all(loaded, tokenizer)
+    features = with_loss_tokens([tokenize_for_loss(e, tokenizer, max_length) for e in examples], max_length)
+    return PreparedData(argument, tokenizer, loaded, examples, features)
 
 
 def write_outputs(model, weights, history, output_dir, init_manifest, run_dir, settings, record, tracker, started) -> dict:
@@ -143,15 +161,15 @@ def trainable_model(run_dir: Path, settings: TrainSettings):
     return model
 
 
-def run_trainer(model, tokenizer, features, output_dir, settings: TrainSettings, resume, save_steps, progress, tracker,
+def run_trainer(model, prepared: PreparedData, output_dir, settings: TrainSettings, resume, save_steps, progress, tracker,
                 processes) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """Train; returns the loss log (filled on rank 0) and the adapter's final weights, gathered the
     way Trainer.save_model gathers them (every rank takes part; under DDP they are already whole)."""
     from transformers import PrinterCallback, Trainer
 
     history: list[dict] = []
-    trainer = Trainer(model=model, args=training_arguments(output_dir, settings, len(features), save_steps, processes),
-                      train_dataset=features, data_collator=Collator(tokenizer.pad_token_id))
+    arguments = training_arguments(output_dir, settings, len(prepared.features), save_steps, processes)
+    trainer = Trainer(model=model, args=arguments, train_dataset=prepared.features, data_collator=Collator(prepared.tokenizer.pad_token_id))
     trainer.remove_callback(PrinterCallback)  # it prints the Trainer's raw log dicts on stdout
     trainer.add_callback(progress_callback(history, progress, tracker, live_drift=not trainer.is_fsdp_enabled))
     checkpoint = resume and latest_checkpoint(output_dir / CHECKPOINTS, warn=processes.is_main)
