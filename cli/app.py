@@ -164,12 +164,16 @@ def train(
     save_steps: Annotated[int, typer.Option(help="Write a resumable checkpoint every this many steps.")] = 200,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train only the adapter on the new task, on top of the residual model."""
+    """Train only the adapter on the new task, on top of the residual model.
+
+    Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes;
+    --batch-size is per process)."""
     manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
                    batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
                    freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
                    save_steps=save_steps, progress=not as_json)
-    emit(manifest, as_json)
+    if manifest is not None:  # ranks other than 0 of a distributed run print nothing
+        emit(manifest, as_json)
 
 
 @app.command()

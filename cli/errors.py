@@ -7,6 +7,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from sclora_tools.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ScloraError
 
@@ -28,7 +29,7 @@ def handled(command):
         except ScloraError as exc:
             if debug():
                 raise
-            stderr.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            stderr.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             stderr.print("[bold red]interrupted[/bold red]; no artefact was written.")
@@ -37,7 +38,8 @@ def handled(command):
             if debug():
                 raise
             stderr.print(
-                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc} (set SCLORA_DEBUG=1 for the traceback and report it).",
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} (set SCLORA_DEBUG=1 for the traceback "
+                "and report it).",
                 highlight=False,
             )
             sys.exit(EXIT_INTERNAL)

@@ -117,6 +117,7 @@ class TrainSettings(Record):
     """Every training setting: what `train` hands to the Trainer, records and reports.
 
     `samples` is the number of samples trained on (after dropping those without response tokens).
+    `batch_size` is per process; `world_size` processes trained data-parallel (torchrun / accelerate).
     The optimiser, schedule, warm-up and weight decay are the paper's recipe, fixed."""
 
     data: str | None = None
@@ -136,6 +137,12 @@ class TrainSettings(Record):
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
+    world_size: int = 1
+
+    @property
+    def global_batch_size(self) -> int:
+        """Sequences per optimiser step, over every process and accumulation step."""
+        return self.batch_size * self.grad_accum * self.world_size
 
     def adapter_training(self) -> str:
         """Which factors train, in words."""

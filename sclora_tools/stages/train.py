@@ -1,5 +1,11 @@
 """`sclora train`: train only the adapter of an init output on residual/ with the transformers
-Trainer (AdamW, cosine schedule, warm-up 0.03, no weight decay: the paper's recipe)."""
+Trainer (AdamW, cosine schedule, warm-up 0.03, no weight decay: the paper's recipe).
+
+Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (the Trainer's
+DDP): --batch-size is per process, so one optimiser step sees batch-size x grad-accum x N
+sequences. Rank 0 checks the inputs, prepares the output and writes the adapter, the loss log
+and the manifest; the other ranks write nothing of ours (the Trainer's checkpoints hold one RNG
+state per rank, written by that rank, so that --resume continues each rank's stream exactly)."""
 
 from __future__ import annotations
 
@@ -7,22 +13,22 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from .. import data, models, ui
-from ..core.drift import drift_summary, layer_drift, update_norm
-from ..core.methods import SUBSPACE_METHODS
 from ..errors import InputError, UsageError
 from ..features import Collator, tokenize_for_loss, with_loss_tokens
-from ..io.adapter import read_adapter
 from ..io.atomic import MANIFEST, staged_output, write_json
 from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_settings import TrainSettings
 from ..io.manifest_types import Role
+from ..training import processes as run_processes
+from ..training.progress import DriftTracker, progress_callback
+from ..training.quiet import quiet_libraries
 
 CHECKPOINTS = "checkpoints"
-DRIFT_EVERY = 10  # steps between measurements of the update outside the subspace
 OWN_ENTRIES = {CHECKPOINTS, "adapter", "loss_log.json", MANIFEST, "eval.json"}
 
 
@@ -46,40 +52,73 @@ def train(
     resume: bool = False,
     save_steps: int = 200,
     progress: bool = True,
-) -> dict:
-    """Train the adapter of an `init` output; returns the written manifest."""
+) -> dict | None:
+    """Train the adapter of an `init` output; returns the written manifest (on rank 0; None on
+    the other ranks of a distributed run, which write nothing of ours)."""
     started = time.time()
     run_dir, output_dir = Path(run_dir), Path(output_dir)
-    init_manifest = load_manifest(run_dir, "init")
-    verify_files(run_dir, init_manifest, only=("adapter/", "residual/"))
-    check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b)
-    prepare_output(output_dir, resume)
+    with quiet_libraries():
+        processes = run_processes.start()
+        with processes.main_first():  # rank 0 refuses bad input alone (one message) and fills caches once
+            init_manifest = load_manifest(run_dir, "init")
+            if processes.is_main:
+                verify_files(run_dir, init_manifest, only=("adapter/", "residual/"))
+                check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b)
+                prepare_output(output_dir, resume)
+            prepared = prepare_data(run_dir, data_argument or init_manifest.dataset(Role.POS).name, samples, seed, max_length)
+        settings = TrainSettings(data=prepared.argument, samples=len(prepared.features), epochs=epochs, max_steps=max_steps, lr=lr,
+                                 batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                 freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16,
+                                 world_size=processes.world_size)
+        model = trainable_model(run_dir, settings)
+        tracker = DriftTracker(run_dir, init_manifest) if processes.is_main else None
+        history, weights = run_trainer(model, prepared, output_dir, settings, resume, save_steps, progress and processes.is_main,
+                                       tracker, processes)
+        manifest = None
+        if processes.is_main:
+            manifest = write_outputs(model, weights, history, output_dir, init_manifest, run_dir, settings, prepared.record(), tracker,
+                                     started)
+        processes.wait()  # every rank returns once the artefact is complete
+    if manifest is not None:
+        report(Manifest.from_dict(manifest), output_dir)
+    return manifest
+
+
+class PreparedData(NamedTuple):
+    """The training data as every rank tokenises it."""
+
+    argument: str
+    tokenizer: object
+    loaded: data.LoadedDataset
+    examples: list[data.Example]
+    features: list[dict]
+
+    def record(self) -> dict:
+        return data.texts_record(self.loaded, self.examples, sum(len(f["input_ids"]) for f in self.features), Role.TRAIN)
+
+
+def prepare_data(run_dir: Path, argument: str, samples: int | None, seed: int, max_length: int) -> PreparedData:
     tokenizer = models.load_tokenizer(run_dir / "residual")
-    argument = data_argument or init_manifest.dataset(Role.POS).name
     loaded = data.load_dataset_rows(argument, samples, seed)
     examples = data.render_all(loaded, tokenizer)
     features = with_loss_tokens([tokenize_for_loss(e, tokenizer, max_length) for e in examples], max_length)
-    settings = TrainSettings(data=argument, samples=len(features), epochs=epochs, max_steps=max_steps, lr=lr,
-                             batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
-                             freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16)
-    model = trainable_model(run_dir, settings)
-    tracker = DriftTracker(run_dir, init_manifest)
-    history = run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress, tracker)
-    save_adapter(model, output_dir / "adapter")
+    return PreparedData(argument, tokenizer, loaded, examples, features)
+
+
+def write_outputs(model, weights, history, output_dir, init_manifest, run_dir, settings, record, tracker, started) -> dict:
+    """The adapter, the loss log and, last, the manifest that makes the output complete (rank 0)."""
+    save_adapter(model, weights, output_dir / "adapter")
     write_json(output_dir / "loss_log.json", history)
-    record = data.texts_record(loaded, examples, sum(len(f["input_ids"]) for f in features), Role.TRAIN)
     manifest = new_manifest(
         "train",
         model=init_manifest.raw["model"],
         config={**init_manifest.raw["config"], "train": settings.to_dict()},
         datasets=[*init_manifest.raw["datasets"], record],
         parents=[parent_entry(run_dir, init_manifest)],
-        summary={**training_summary(history, time.time() - started), "subspace": tracker.measure(model),
-                 "update_norm": tracker.update_norm(model)},
+        summary={**training_summary(history, time.time() - started), "subspace": tracker.measure(weights),
+                 "update_norm": tracker.update_norm(weights)},
     )
-    manifest = write_manifest(output_dir, manifest, exclude=(f"{CHECKPOINTS}/",))
-    report(Manifest.from_dict(manifest), output_dir)
-    return manifest
+    return write_manifest(output_dir, manifest, exclude=(f"{CHECKPOINTS}/",))
 
 
 def check_options(init_manifest: Manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b) -> None:
@@ -122,10 +161,27 @@ def trainable_model(run_dir: Path, settings: TrainSettings):
     return model
 
 
-def run_trainer(model, tokenizer, features, output_dir, settings: TrainSettings, resume, save_steps, progress, tracker) -> list[dict]:
-    from transformers import Trainer, TrainingArguments
+def run_trainer(model, prepared: PreparedData, output_dir, settings: TrainSettings, resume, save_steps, progress, tracker,
+                processes) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Train; returns the loss log (filled on rank 0) and the adapter's final weights, gathered the
+    way Trainer.save_model gathers them (every rank takes part; under DDP they are already whole)."""
+    from transformers import PrinterCallback, Trainer
 
-    arguments = TrainingArguments(
+    history: list[dict] = []
+    arguments = training_arguments(output_dir, settings, len(prepared.features), save_steps, processes)
+    trainer = Trainer(model=model, args=arguments, train_dataset=prepared.features, data_collator=Collator(prepared.tokenizer.pad_token_id))
+    trainer.remove_callback(PrinterCallback)  # it prints the Trainer's raw log dicts on stdout
+    trainer.add_callback(progress_callback(history, progress, tracker, live_drift=not trainer.is_fsdp_enabled))
+    checkpoint = resume and latest_checkpoint(output_dir / CHECKPOINTS, warn=processes.is_main)
+    trainer.train(resume_from_checkpoint=checkpoint or None)
+    weights = trainer.accelerator.get_state_dict(trainer.model)
+    return history, {name: tensor for name, tensor in weights.items() if ".lora_" in name}
+
+
+def training_arguments(output_dir: Path, settings: TrainSettings, examples: int, save_steps: int, processes):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(output_dir / CHECKPOINTS),
         num_train_epochs=settings.epochs,
         max_steps=settings.max_steps or -1,
@@ -133,7 +189,7 @@ def run_trainer(model, tokenizer, features, output_dir, settings: TrainSettings,
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum,
         lr_scheduler_type=settings.lr_scheduler,
-        warmup_steps=warmup_steps(len(features), settings),
+        warmup_steps=warmup_steps(examples, settings),
         weight_decay=settings.weight_decay,
         optim=settings.optimizer,
         logging_steps=1,
@@ -144,111 +200,38 @@ def run_trainer(model, tokenizer, features, output_dir, settings: TrainSettings,
         bf16=settings.bf16,
         report_to=[],
         disable_tqdm=True,
+        log_level="error",
+        log_level_replica="error",
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=processes.on_cpu,
+        ddp_backend=processes.ddp_backend,
+        ddp_find_unused_parameters=False,  # every LoRA factor that trains is used in every forward pass
         dataloader_num_workers=0,
     )
-    history: list[dict] = []
-    trainer = Trainer(model=model, args=arguments, train_dataset=features, data_collator=Collator(tokenizer.pad_token_id),
-                      callbacks=[ProgressCallback(history, progress, tracker)])
-    checkpoint = resume and latest_checkpoint(output_dir / CHECKPOINTS)
-    trainer.train(resume_from_checkpoint=checkpoint or None)
-    return history
 
 
 def warmup_steps(examples: int, settings: TrainSettings) -> int:
-    """warmup_ratio (3%) of the optimiser steps (transformers 5 takes warm-up in steps only)."""
-    per_epoch = math.ceil(math.ceil(examples / settings.batch_size) / settings.grad_accum)
+    """warmup_ratio (3%) of the optimiser steps (transformers 5 takes warm-up in steps only); each
+    of the world_size processes takes its own batch per step."""
+    per_epoch = math.ceil(math.ceil(examples / (settings.batch_size * settings.world_size)) / settings.grad_accum)
     total = settings.max_steps or math.ceil(per_epoch * settings.epochs)
     return math.ceil(settings.warmup_ratio * total)
 
 
-def latest_checkpoint(directory: Path) -> str | None:
+def latest_checkpoint(directory: Path, warn: bool = True) -> str | None:
     found = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if directory.is_dir() else []
     if not found:
-        ui.warn(f"no checkpoint in {directory}; training starts from the beginning.")
+        if warn:
+            ui.warn(f"no checkpoint in {directory}; training starts from the beginning.")
         return None
     return str(found[-1])
 
 
-def make_progress_callback():
-    from transformers import TrainerCallback
-
-    class _ProgressCallback(TrainerCallback):
-        """A rich progress bar with loss and tokens/s; every logged step goes into `history`."""
-
-        def __init__(self, history: list[dict], enabled: bool, tracker: DriftTracker) -> None:
-            self.history, self.enabled, self.tracker = history, enabled, tracker
-            self.bar_context = self.bar = self.task = None
-            self.started = time.time()
-            self.tokens_at_start = 0
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar_context = ui.progress_bar(self.enabled)
-            self.bar = self.bar_context.__enter__()
-            self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, rate="")
-            self.started, self.tokens_at_start = time.time(), state.num_input_tokens_seen
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                entry = {"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
-                         "tokens": state.num_input_tokens_seen}
-                if self.tracker.active and (state.global_step % DRIFT_EVERY == 0 or state.global_step == state.max_steps):
-                    entry["update_outside_fraction"] = self.tracker.measure(kwargs["model"])["update_outside_fraction"]
-                self.history.append(entry)
-                rate = ui.tokens_per_second(state.num_input_tokens_seen - self.tokens_at_start, self.started)
-                measured = [h["update_outside_fraction"] for h in self.history if "update_outside_fraction" in h]
-                drift = f"  outside S {measured[-1]:.1%}" if measured else ""
-                self.bar.update(self.task, completed=state.global_step, rate=f"loss {logs['loss']:.4f}  {rate}{drift}")
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.bar.update(self.task, completed=state.global_step)
-            self.bar_context.__exit__(None, None, None)
-
-    return _ProgressCallback
-
-
-def ProgressCallback(history: list[dict], enabled: bool, tracker: DriftTracker):  # noqa: N802 - reads like the class it builds
-    return make_progress_callback()(history, enabled, tracker)
-
-
-class DriftTracker:
-    """Measures how much of the adapter's update has left S = span(B_init) (subspace methods)."""
-
-    def __init__(self, run_dir: Path, init_manifest: Manifest) -> None:
-        self.active = init_manifest.config.method in SUBSPACE_METHODS
-        config, self.initial = read_adapter(run_dir / "adapter")
-        self.scale = config.lora_alpha / config.r
-
-    def measure(self, model) -> dict:
-        if not self.active:
-            return {}
-        current = current_factors(model)
-        layers = [layer_drift(start.b, start.a, *current[name], self.scale) for name, start in self.initial.items()]
-        return drift_summary(layers)
-
-    def update_norm(self, model) -> float:
-        current = current_factors(model)
-        return update_norm([(start.b, start.a, *current[name]) for name, start in self.initial.items()], self.scale)
-
-
-def current_factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{module: (B, A)} of a PeftModel's default adapter, detached."""
-    factors: dict[str, dict] = {}
-    for name, parameter in model.named_parameters():
-        for which in ("lora_A", "lora_B"):
-            marker = f".{which}.default.weight"
-            if name.endswith(marker):
-                module = name[: -len(marker)].removeprefix("base_model.model.")
-                factors.setdefault(module, {})[which] = parameter.detach()
-    return {module: (pair["lora_B"], pair["lora_A"]) for module, pair in factors.items()}
-
-
-def save_adapter(model, final: Path) -> None:
-    """Save the trained adapter under a temporary name, then swap it in."""
+def save_adapter(model, weights: dict[str, torch.Tensor], final: Path) -> None:
+    """Save the trained adapter (`weights`: its tensors) under a temporary name, then swap it in."""
     with staged_output(final) as staging:
-        model.save_pretrained(str(staging))
+        model.save_pretrained(str(staging), state_dict=weights)
 
 
 def training_summary(history: list[dict], seconds: float) -> dict:
@@ -262,7 +245,8 @@ def report(manifest: Manifest, output_dir: Path) -> None:
     summary, settings = manifest.summary, manifest.config.train
     loss = f"{summary.first_loss:.4f} -> {summary.last_loss:.4f}" if summary.first_loss is not None else "n/a"
     rows = [("output", str(output_dir)), ("data", f"{settings.data} ({settings.samples} samples)"),
-            ("steps", str(summary.steps)), ("loss", loss), ("adapter", settings.adapter_training())]
+            ("steps", str(summary.steps)), ("batch", batch_description(settings)), ("loss", loss),
+            ("adapter", settings.adapter_training())]
     if summary.subspace is not None:
         rows.append(("update outside S", f"{summary.subspace.update_outside_fraction:.2%} of the weight update"))
         rows.append(("B change outside S", f"{summary.subspace.b_change_outside_fraction:.2%}"))
@@ -270,3 +254,14 @@ def report(manifest: Manifest, output_dir: Path) -> None:
         rows.append(("weight update", f"|dW|_F = {summary.update_norm:.4g} over all adapted layers"))
     rows.append(("time", f"{summary.seconds} s"))
     ui.show(ui.summary_table("sclora train", rows))
+
+
+def batch_description(settings: TrainSettings) -> str:
+    """"32 sequences per step (8 per process x 2 accumulation x 2 processes)", or "8 per step"."""
+    parts = [f"{settings.batch_size} per process"]
+    if settings.grad_accum > 1:
+        parts.append(f"{settings.grad_accum} accumulation")
+    if settings.world_size > 1:
+        parts.append(f"{settings.world_size} processes")
+    detail = f" ({' x '.join(parts)})" if len(parts) > 1 else ""
+    return f"{settings.global_batch_size} sequences per step{detail}"

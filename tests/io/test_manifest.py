@@ -17,7 +17,8 @@ from sclora_tools.io.manifest_settings import CalibrationConfig, InitConfig, Mer
 from sclora_tools.io.manifest_types import CALIBRATION_ROLES, DatasetRecord, Role
 
 TRAIN_KEYS = ["data", "samples", "epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "seed", "freeze_a",
-              "freeze_b", "gradient_checkpointing", "bf16", "optimizer", "lr_scheduler", "warmup_ratio", "weight_decay"]
+              "freeze_b", "gradient_checkpointing", "bf16", "optimizer", "lr_scheduler", "warmup_ratio", "weight_decay",
+              "world_size"]
 DATASET_KEYS = ["role", "name", "kind", "source", "split", "revision", "rows_available", "samples", "tokens", "texts_sha256"]
 
 
