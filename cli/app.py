@@ -18,7 +18,7 @@ from sclora_tools.stages import push as push_stage
 from sclora_tools.stages import train as train_stage
 from sclora_tools.workflows import demo as demo_workflow
 
-from .errors import handled
+from .errors import handled, terminate_like_interrupt
 
 app = typer.Typer(
     name="sclora",
@@ -208,4 +208,5 @@ def demo(
 
 
 def main() -> None:
+    terminate_like_interrupt()
     app()

@@ -3,7 +3,9 @@ discovery of target layers and of which targets share one input."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from . import embedded, ui
-from .errors import InputError, UsageError
+from .errors import InputError, NumericalError, UsageError
 from .io.checkpoint import weight_files
 from .io.hashing import sha256_file
 
@@ -89,19 +91,40 @@ def pick_dtype(name: str, checkpoint_dtype: torch.dtype) -> torch.dtype:
 def load_model(source: ModelSource, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        source.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-    )
+    with remote_code_refused(source.path):
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
     return model.to(device).eval()
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """NaN or Inf in a checkpoint would only show up later as a broken covariance: name the weight now."""
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter).all()):
+            raise NumericalError(f"the model's weight {name} holds NaN or Inf; the checkpoint is damaged: download or save it again.")
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with remote_code_refused(path):
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+@contextlib.contextmanager
+def remote_code_refused(path: Path) -> Iterator[None]:
+    """transformers' refusal to run a model's own code (auto_map) without trust_remote_code, as one sentence."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise InputError(f"the model in {path} runs its own Python code when it is loaded, which sclora does only when asked: "
+                         "pass --trust-remote-code to calibrate if you trust its source.") from exc
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:

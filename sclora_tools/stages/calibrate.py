@@ -12,15 +12,18 @@ from .. import data, models, ui
 from ..collect import Collector, Site, plan_sites
 from ..core.covariance import NORMALIZATIONS, normalize
 from ..errors import InputError, NumericalError, UsageError
+from ..features import cut_ids
 from ..io.atomic import staged_directory
 from ..io.checkpoint import CheckpointReader
 from ..io.covariances import write_covariances
+from ..io.locks import holds_output_lock
 from ..io.manifest import Manifest, new_manifest, write_manifest
 from ..io.manifest_types import CALIBRATION_ROLES
 
 ACCUMULATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
+@holds_output_lock("output_dir")
 def calibrate(
     model: str,
     pos: str,
@@ -49,6 +52,7 @@ def calibrate(
     tokenizer = models.load_tokenizer(source.path, trust_remote_code)
     probe_dtype = reader.dtype_of(next(name for name in reader.names if name.endswith(".weight")))
     net = models.load_model(source, models.pick_dtype(dtype, probe_dtype), run_device, trust_remote_code)
+    models.check_finite_weights(net)
     target_names = models.discover_targets(net, targets)
     check_weights_present(reader, target_names)
     sites = plan_sites(net, models.shared_input_groups(net, target_names, run_device))
@@ -56,10 +60,11 @@ def calibrate(
     records, covariances = [], {}
     for role, loaded in datasets.items():
         examples = [data.render(row, tokenizer, loaded.spec, i) for i, row in enumerate(loaded.rows)]
-        batches = token_batches(examples, tokenizer, max_length)
+        batches, truncated = token_batches(examples, tokenizer, max_length)
+        data.warn_truncated(truncated, len(examples), loaded.spec.name, max_length)
         moments, tokens = run_dataset(net, sites, batches, batch_size, run_device, ACCUMULATE_DTYPES[accumulate_dtype], role, progress)
         covariances[role] = {key: finished(moment, len(examples), normalization, key) for key, moment in moments.items()}
-        records.append(data.texts_record(loaded, examples, tokens, role))
+        records.append(data.texts_record(loaded, examples, tokens, role, truncated))
     with staged_directory(Path(output_dir), "calibration") as staging:
         for role in CALIBRATION_ROLES:
             write_covariances(staging, role, covariances[role])
@@ -100,16 +105,15 @@ def site_record(site: Site) -> dict:
     return {"key": site.key, "module": site.module, "side": site.side, "dim": site.dim, "serves": list(site.serves)}
 
 
-def token_batches(examples: list[data.Example], tokenizer, max_length: int) -> list[list[int]]:
-    """Token ids per example, longest first so that the peak memory shows in the first batch."""
-    encoded = [
-        tokenizer(example.text, add_special_tokens=example.add_special_tokens, truncation=True, max_length=max_length)["input_ids"]
-        for example in examples
-    ]
-    encoded = [ids for ids in encoded if ids]
+def token_batches(examples: list[data.Example], tokenizer, max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids per example, longest first so that the peak memory shows in the first batch, and
+    how many examples were cut at max_length."""
+    encoded = [cut_ids(example.text, tokenizer, max_length, example.add_special_tokens) for example in examples]
+    truncated = sum(cut for _, cut in encoded)
+    encoded = [ids for ids, _ in encoded if ids]
     if not encoded:
         raise InputError("every sample tokenised to zero tokens; check the dataset's text fields.")
-    return sorted(encoded, key=len, reverse=True)
+    return sorted(encoded, key=len, reverse=True), truncated
 
 
 def padded(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,10 +20,12 @@ from ..io.corrections import FILE as CORRECTIONS
 from ..io.corrections import write_corrections
 from ..io.covariances import open_covariances
 from ..io.hashing import sha256_tensor
+from ..io.locks import holds_output_lock
 from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_types import CALIBRATION_ROLES, Role, SiteRecord
 
 
+@holds_output_lock("output_dir")
 def init(
     calibration_dir: str | Path,
     output_dir: str | Path,
@@ -103,6 +105,9 @@ def locate_model(calibration: Manifest, override: str | Path | None) -> Path:
 
 def check_ranks(reader: CheckpointReader, sites: dict[str, SiteRecord], rank: int) -> None:
     for target in sites:
+        if f"{target}.weight" not in reader:
+            raise MismatchError(f"the calibration targets {target}, which the model in {reader.model_dir} does not have; "
+                                "pass --model with the calibrated model, or re-run calibrate.")
         d_out, d_in = reader.shape_of(f"{target}.weight")
         if rank > min(d_out, d_in):
             raise UsageError(f"--rank {rank} exceeds min(d_out, d_in) = {min(d_out, d_in)} of {target}; choose a rank <= {min(d_out, d_in)}.")
@@ -153,6 +158,8 @@ def init_target(target, weight, site, pos, neg, settings, index) -> LayerInit:
     needs_cov = settings.method in methods.SUBSPACE_METHODS
     cov_pos = pos.get(site.key) if needs_cov else None
     cov_neg = neg.get(site.key) if needs_cov else None
+    if needs_cov and not (bool(torch.isfinite(cov_pos).all()) and bool(torch.isfinite(cov_neg).all())):
+        raise NumericalError(f"the calibration's covariance at {site.key} holds NaN or Inf; re-run calibrate (with --dtype float32).")
     layer = initialize_layer(weight, cov_pos, cov_neg, site.side, settings, index)
     if not bool(torch.isfinite(layer.w_res).all()):
         raise NumericalError(f"W_res of {target} holds NaN or Inf; check the calibration covariances.")

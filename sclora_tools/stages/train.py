@@ -4,19 +4,19 @@ Trainer (AdamW, cosine schedule, warm-up 0.03, no weight decay: the paper's reci
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from .. import data, models, ui
+from .. import data, models, train_resume, ui
 from ..core.drift import drift_summary, layer_drift, update_norm
 from ..core.methods import SUBSPACE_METHODS
-from ..errors import InputError, UsageError
-from ..features import Collator, tokenize_for_loss, with_loss_tokens
+from ..errors import InputError, NumericalError, UsageError
+from ..features import Collator, count_truncated, tokenize_for_loss, with_loss_tokens
 from ..io.adapter import read_adapter
-from ..io.atomic import MANIFEST, staged_output, write_json
+from ..io.atomic import MANIFEST, remove_stale_staging, staged_output, write_json
+from ..io.locks import holds_output_lock
 from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_settings import TrainSettings
 from ..io.manifest_types import Role
@@ -26,6 +26,7 @@ DRIFT_EVERY = 10  # steps between measurements of the update outside the subspac
 OWN_ENTRIES = {CHECKPOINTS, "adapter", "loss_log.json", MANIFEST, "eval.json"}
 
 
+@holds_output_lock("output_dir")
 def train(
     run_dir: str | Path,
     output_dir: str | Path,
@@ -53,21 +54,25 @@ def train(
     init_manifest = load_manifest(run_dir, "init")
     verify_files(run_dir, init_manifest, only=("adapter/", "residual/"))
     check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b)
-    prepare_output(output_dir, resume)
+    check_output(output_dir, resume)
     tokenizer = models.load_tokenizer(run_dir / "residual")
     argument = data_argument or init_manifest.dataset(Role.POS).name
     loaded = data.load_dataset_rows(argument, samples, seed)
     examples = data.render_all(loaded, tokenizer)
     features = with_loss_tokens([tokenize_for_loss(e, tokenizer, max_length) for e in examples], max_length)
+    data.warn_truncated(count_truncated(features), len(features), argument, max_length)
     settings = TrainSettings(data=argument, samples=len(features), epochs=epochs, max_steps=max_steps, lr=lr,
                              batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
                              freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16)
+    record = data.texts_record(loaded, examples, sum(len(f["input_ids"]) for f in features), Role.TRAIN, count_truncated(features))
+    identity = train_resume.run_identity(settings.to_dict(), record["texts_sha256"], run_dir / MANIFEST)
+    start = prepare_output(output_dir, resume, identity)
     model = trainable_model(run_dir, settings)
     tracker = DriftTracker(run_dir, init_manifest)
-    history = run_trainer(model, tokenizer, features, output_dir, settings, resume, save_steps, progress, tracker)
+    history = run_trainer(model, tokenizer, features, output_dir, settings, start, save_steps, progress, tracker)
+    check_finite(model, settings, history)
     save_adapter(model, output_dir / "adapter")
     write_json(output_dir / "loss_log.json", history)
-    record = data.texts_record(loaded, examples, sum(len(f["input_ids"]) for f in features), Role.TRAIN)
     manifest = new_manifest(
         "train",
         model=init_manifest.raw["model"],
@@ -91,19 +96,24 @@ def check_options(init_manifest: Manifest, epochs, max_steps, lr, batch_size, gr
         raise UsageError("--freeze-b needs a method whose B starts non-zero (sclora); with lora B = 0 would stay 0.")
 
 
-def prepare_output(output_dir: Path, resume: bool) -> None:
-    """The output holds only our entries; a fresh run clears old checkpoints, a re-run never
-    leaves the previous manifest beside a half-replaced adapter."""
+def check_output(output_dir: Path, resume: bool) -> None:
+    """The output holds only our entries (and, for --resume, exists)."""
     if output_dir.exists():
         foreign = [p.name for p in output_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith(".")]
         if foreign:
             raise InputError(f"output directory {output_dir} holds other files ({foreign[0]}); choose an empty or new directory.")
-        (output_dir / MANIFEST).unlink(missing_ok=True)
-        if not resume:
-            shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
     elif resume:
         raise InputError(f"--resume needs an earlier run in {output_dir}, which does not exist; drop --resume.")
-    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_output(output_dir: Path, resume: bool, identity: dict) -> train_resume.Checkpoint | None:
+    """Where training starts (train_resume.py: a refused --resume changes nothing); then a
+    re-run never leaves the previous manifest beside a half-replaced adapter, nor a killed run's staging."""
+    start = train_resume.starting_point(output_dir / CHECKPOINTS, identity, resume)
+    (output_dir / MANIFEST).unlink(missing_ok=True)
+    for entry in OWN_ENTRIES:  # this process holds the output's lock: nobody else is writing these
+        remove_stale_staging(output_dir / entry)
+    return start
 
 
 def trainable_model(run_dir: Path, settings: TrainSettings):
@@ -111,7 +121,7 @@ def trainable_model(run_dir: Path, settings: TrainSettings):
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if settings.bf16 else "auto"
-    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=dtype)
+    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=dtype, trust_remote_code=False)
     if settings.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
@@ -122,8 +132,10 @@ def trainable_model(run_dir: Path, settings: TrainSettings):
     return model
 
 
-def run_trainer(model, tokenizer, features, output_dir, settings: TrainSettings, resume, save_steps, progress, tracker) -> list[dict]:
-    from transformers import Trainer, TrainingArguments
+def run_trainer(model, tokenizer, features, output_dir, settings: TrainSettings, start: train_resume.Checkpoint | None, save_steps,
+                progress, tracker) -> list[dict]:
+    """Train from scratch, or from the sealed checkpoint `start` with the loss history up to it."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     arguments = TrainingArguments(
         output_dir=str(output_dir / CHECKPOINTS),
@@ -149,11 +161,11 @@ def run_trainer(model, tokenizer, features, output_dir, settings: TrainSettings,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
     )
-    history: list[dict] = []
+    history: list[dict] = list(start.history) if start is not None else []
     trainer = Trainer(model=model, args=arguments, train_dataset=features, data_collator=Collator(tokenizer.pad_token_id),
                       callbacks=[ProgressCallback(history, progress, tracker)])
-    checkpoint = resume and latest_checkpoint(output_dir / CHECKPOINTS)
-    trainer.train(resume_from_checkpoint=checkpoint or None)
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts on stdout, which --json keeps for one document
+    trainer.train(resume_from_checkpoint=str(start.path) if start is not None else None)
     return history
 
 
@@ -164,12 +176,13 @@ def warmup_steps(examples: int, settings: TrainSettings) -> int:
     return math.ceil(settings.warmup_ratio * total)
 
 
-def latest_checkpoint(directory: Path) -> str | None:
-    found = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if directory.is_dir() else []
-    if not found:
-        ui.warn(f"no checkpoint in {directory}; training starts from the beginning.")
-        return None
-    return str(found[-1])
+def check_finite(model, settings: TrainSettings, history: list[dict]) -> None:
+    """A diverged run (NaN or Inf in the adapter) writes no adapter and no manifest."""
+    for name, parameter in model.named_parameters():
+        if "lora_" in name and not bool(torch.isfinite(parameter).all()):
+            steps = history[-1]["step"] if history else 0
+            raise NumericalError(f"training diverged: {name.removeprefix('base_model.model.')} holds NaN or Inf after {steps} steps; "
+                                 f"lower --lr (now {settings.lr:g}) and train again.")
 
 
 def make_progress_callback():
@@ -201,6 +214,10 @@ def make_progress_callback():
                 measured = [h["update_outside_fraction"] for h in self.history if "update_outside_fraction" in h]
                 drift = f"  outside S {measured[-1]:.1%}" if measured else ""
                 self.bar.update(self.task, completed=state.global_step, rate=f"loss {logs['loss']:.4f}  {rate}{drift}")
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                train_resume.seal(Path(args.output_dir) / f"{train_resume.PREFIX}{state.global_step}", list(self.history))
 
         def on_train_end(self, args, state, control, **kwargs):
             self.bar.update(self.task, completed=state.global_step)
