@@ -115,10 +115,12 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train only the adapter on the new task, on top of the residual model."""
-    manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
-                   batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
-                   freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
-                   save_steps=save_steps, progress=not as_json)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
+                       batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
+                       freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
+                       save_steps=save_steps, progress=not as_json)
     emit(manifest, as_json)
 
 

@@ -91,7 +91,7 @@ def pick_dtype(name: str, checkpoint_dtype: torch.dtype) -> torch.dtype:
 def load_model(source: ModelSource, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    with remote_code_refused(source.path):
+    with remote_code_refused(source.path), quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(
             source.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
@@ -113,6 +113,20 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar from transformers: our own output is the stage's progress and summary."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

@@ -159,7 +159,7 @@ def load_for_eval(target: Target, device: torch.device):
 
     if not (target.model_dir / "config.json").is_file():
         raise InputError(f"{target.model_dir} is not a model directory (no config.json); re-create the run.")
-    with models.remote_code_refused(target.model_dir):
+    with models.remote_code_refused(target.model_dir), models.quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(target.model_dir, dtype="auto", use_safetensors=True, trust_remote_code=False)
     if target.adapter_dir is not None:
         from peft import PeftModel

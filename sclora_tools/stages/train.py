@@ -121,7 +121,8 @@ def trainable_model(run_dir: Path, settings: TrainSettings):
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if settings.bf16 else "auto"
-    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=dtype, trust_remote_code=False)
+    with models.quiet_loading():
+        base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=dtype, trust_remote_code=False)
     if settings.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
