@@ -108,7 +108,7 @@ def check_finite_weights(model: nn.Module) -> None:
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    with remote_code_refused(path):
+    with remote_code_refused(path), quiet_loading():
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -117,14 +117,17 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """No "Loading weights" bar from transformers: our own output is the stage's progress and summary."""
+    """No "Loading weights" bar and no advice from transformers while it loads: our own output is the
+    stage's progress and summary, and a load that fails becomes our one sentence."""
     from transformers.utils import logging as transformers_logging
 
-    was_enabled = transformers_logging.is_progress_bar_enabled()
+    was_enabled, verbosity = transformers_logging.is_progress_bar_enabled(), transformers_logging.get_verbosity()
     transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     try:
         yield
     finally:
+        transformers_logging.set_verbosity(verbosity)
         if was_enabled:
             transformers_logging.enable_progress_bar()
 
