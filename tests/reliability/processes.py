@@ -50,11 +50,19 @@ class Child:
 
     @property
     def stdout(self) -> str:
-        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+        return printed(self.stdout_path)
 
     @property
     def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        return printed(self.stderr_path)
+
+
+def printed(path: Path) -> str:
+    """What a child wrote to `path` so far ("" before the child has opened it: it does so after the fork)."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 class ForkServer:

@@ -222,18 +222,6 @@ def calibration_of_another_revision(r: Rows) -> Call:
     return Call(r.init(calibration), MismatchError.exit_code, ("not the ones this calibration was made for", "re-run calibrate"), r.out())
 
 
-def truncated_covariances(r: Rows) -> Call:
-    calibration = r.copy(r.chain.calib, "calib")
-    damage.truncate(calibration / "pos.safetensors")
-    return Call(r.init(calibration), VerificationError.exit_code, ("pos.safetensors", "sha256", "re-create"), r.out())
-
-
-def bit_flipped_covariances(r: Rows) -> Call:
-    calibration = r.copy(r.chain.calib, "calib")
-    damage.flip_byte(calibration / "neg.safetensors")
-    return Call(r.init(calibration), VerificationError.exit_code, ("neg.safetensors", "sha256", "re-create"), r.out())
-
-
 def inf_in_covariances(r: Rows) -> Call:
     calibration = r.copy(r.chain.calib, "calib")
     key = damage.poison_tensor(calibration / "pos.safetensors", float("inf"))
@@ -263,37 +251,18 @@ def disk_full_while_writing(r: Rows) -> Call:
     return Call(r.init(), StorageError.exit_code, ("disk is full", "free some space"), r.out())
 
 
-# ----------------------------------------------------------------------------- rows: train, merge
+# ----------------------------------------------------------------------------- rows: damaged files, train, merge
 
 
-def bit_flipped_residual_weights(r: Rows) -> Call:
-    run = r.copy(r.chain.run, "run")
-    damage.flip_byte(run / "residual" / "model.safetensors")
-    return Call(r.train(run), VerificationError.exit_code, ("residual/model.safetensors", "sha256"), r.out())
+def damaged_file(artefact: str, relative: str, damage_with: Callable[[Path], object], stage: str):
+    """A row: `stage` run on a private copy of the chain's `artefact` whose file `relative` was damaged."""
 
+    def row(r: Rows) -> Call:
+        copy = r.copy(getattr(r.chain, artefact), artefact)
+        damage_with(copy / relative)
+        return Call(getattr(r, stage)(copy), VerificationError.exit_code, (relative, "sha256", "re-create"), r.out())
 
-def bit_flipped_adapter(r: Rows) -> Call:
-    run = r.copy(r.chain.run, "run")
-    damage.flip_byte(run / "adapter" / "adapter_model.safetensors")
-    return Call(r.train(run), VerificationError.exit_code, ("adapter/adapter_model.safetensors", "sha256"), r.out())
-
-
-def truncated_adapter(r: Rows) -> Call:
-    trained = r.copy(r.chain.trained, "trained")
-    damage.truncate(trained / "adapter" / "adapter_model.safetensors")
-    return Call(r.merge(trained), VerificationError.exit_code, ("adapter/adapter_model.safetensors", "sha256"), r.out())
-
-
-def truncated_corrections(r: Rows) -> Call:
-    run = r.copy(r.chain.run, "run")
-    damage.truncate(run / "exact" / "corrections.safetensors")
-    return Call(r.merge(run), VerificationError.exit_code, ("corrections.safetensors", "sha256"), r.out())
-
-
-def bit_flipped_corrections(r: Rows) -> Call:
-    run = r.copy(r.chain.run, "run")
-    damage.flip_byte(run / "exact" / "corrections.safetensors")
-    return Call(r.merge(run), VerificationError.exit_code, ("corrections.safetensors", "sha256"), r.out())
+    return row
 
 
 def nan_in_trained_adapter(r: Rows) -> Call:
@@ -357,16 +326,16 @@ CASES = {
     "beta outside [0, 1]": beta_out_of_range,
     "calibration of another model": calibration_of_another_model,
     "calibration of another revision": calibration_of_another_revision,
-    "truncated covariances": truncated_covariances,
-    "bit-flipped covariances": bit_flipped_covariances,
+    "truncated covariances": damaged_file("calib", "pos.safetensors", damage.truncate, "init"),
+    "bit-flipped covariances": damaged_file("calib", "neg.safetensors", damage.flip_byte, "init"),
     "Inf in covariances": inf_in_covariances,
     "output folder exists and is not ours": foreign_output_folder,
     "disk full while writing": disk_full_while_writing,
-    "bit-flipped weights (residual)": bit_flipped_residual_weights,
-    "bit-flipped adapter": bit_flipped_adapter,
-    "truncated adapter": truncated_adapter,
-    "truncated corrections": truncated_corrections,
-    "bit-flipped corrections": bit_flipped_corrections,
+    "bit-flipped weights (residual)": damaged_file("run", "residual/model.safetensors", damage.flip_byte, "train"),
+    "bit-flipped adapter": damaged_file("run", "adapter/adapter_model.safetensors", damage.flip_byte, "train"),
+    "truncated adapter": damaged_file("trained", "adapter/adapter_model.safetensors", damage.truncate, "merge"),
+    "truncated corrections": damaged_file("run", "exact/corrections.safetensors", damage.truncate, "merge"),
+    "bit-flipped corrections": damaged_file("run", "exact/corrections.safetensors", damage.flip_byte, "merge"),
     "NaN in a trained adapter": nan_in_trained_adapter,
     "Hub 401": hub_unauthorized,
     "Hub 404": hub_answer(404, r"^GET /api/models/fake-org/tiny-sclora$", ("check --repo-id",)),

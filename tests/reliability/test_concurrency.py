@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,18 +42,16 @@ def test_a_second_holder_is_refused_with_one_sentence_and_the_lock_file_goes_wit
 
 
 def test_a_waiting_holder_gets_the_lock_when_the_first_one_lets_go(tmp_path):
-    final, released, waited = tmp_path / "cache-entry", threading.Event(), []
+    final, holding, waited = tmp_path / "cache-entry", threading.Event(), []
 
     def hold_briefly():
         with output_lock(final):
-            released.wait(5)
+            holding.set()
             time.sleep(0.3)
 
     holder = threading.Thread(target=hold_briefly)
     holder.start()
-    while not lock_path(final).exists():
-        time.sleep(0.01)
-    released.set()
+    assert holding.wait(5)
     started = time.monotonic()
     with output_lock(final, wait=10, on_wait=lambda: waited.append(time.monotonic())):
         assert time.monotonic() - started >= 0.2
@@ -66,9 +65,7 @@ def test_a_waiting_holder_gets_the_lock_when_the_first_one_lets_go(tmp_path):
 def test_a_lock_left_by_a_sigkilled_process_never_blocks(forkserver, tmp_path):
     final = tmp_path / "run"
     child = forkserver.start(call="tests.reliability.drivers:hold_lock", args=(final, 600))
-    while not holds_lock(child, final):
-        assert child.poll() is None, child.stderr
-        time.sleep(0.01)
+    wait_for(lambda: holds_lock(child, final), child)
     with pytest.raises(BusyError, match=str(child.pid)):
         with output_lock(final):
             pass
@@ -126,6 +123,13 @@ def built_by(tmp_path: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
+def wait_for(condition: Callable[[], bool], child) -> None:
+    """Until `condition()` holds; `child` must keep running meanwhile."""
+    while not condition():
+        assert child.poll() is None, child.stderr
+        time.sleep(0.01)
+
+
 def cache_entry(tmp_path: Path) -> Path:
     gguf = tmp_path / "site" / "sclora_fake_embedded" / "tiny.gguf"
     return embedded.model_cache_dir(FAKE, embedded.sha256_file(gguf), tmp_path / "cache")
@@ -134,9 +138,7 @@ def cache_entry(tmp_path: Path) -> Path:
 def test_two_processes_materialising_the_embedded_model_build_it_once(forkserver, tmp_path):
     make_fake_package(tmp_path / "site")
     first = start_materializing(forkserver, tmp_path, 2.0)
-    while not built_by(tmp_path):
-        assert first.poll() is None, first.stderr
-        time.sleep(0.01)
+    wait_for(lambda: built_by(tmp_path), first)
     second = start_materializing(forkserver, tmp_path, 2.0)
     assert first.wait() == 0 and second.wait() == 0, (first.stderr, second.stderr)
     assert built_by(tmp_path) == [str(first.pid)]
@@ -150,13 +152,9 @@ def test_two_processes_materialising_the_embedded_model_build_it_once(forkserver
 def test_a_waiting_process_builds_the_model_when_the_builder_is_killed(forkserver, tmp_path):
     make_fake_package(tmp_path / "site")
     doomed = start_materializing(forkserver, tmp_path, 600.0)
-    while not built_by(tmp_path):
-        assert doomed.poll() is None, doomed.stderr
-        time.sleep(0.01)
+    wait_for(lambda: built_by(tmp_path), doomed)
     waiter = start_materializing(forkserver, tmp_path, 0.5)
-    while "Waiting for another process" not in waiter.stderr:
-        assert waiter.poll() is None, waiter.stderr
-        time.sleep(0.01)
+    wait_for(lambda: "Waiting for another process" in waiter.stderr, waiter)
     doomed.signal(signal.SIGKILL)
     assert doomed.wait() == -signal.SIGKILL
     assert waiter.wait(timeout=60) == 0, waiter.stderr
