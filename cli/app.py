@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +22,7 @@ from sclora_tools.stages import train as train_stage
 from sclora_tools.workflows import demo as demo_workflow
 from sclora_tools.workflows import sweep as sweep_workflow
 
-from .errors import handled
+from .errors import handled, terminate_like_interrupt
 
 app = typer.Typer(
     name="sclora",
@@ -168,10 +170,12 @@ def train(
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes;
     --batch-size is per process)."""
-    manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
-                   batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
-                   freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
-                   save_steps=save_steps, progress=not as_json)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
+                       batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
+                       freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
+                       save_steps=save_steps, progress=not as_json)
     if manifest is not None:  # ranks other than 0 of a distributed run print nothing
         emit(manifest, as_json)
 
@@ -262,4 +266,20 @@ def demo(
 
 
 def main() -> None:
-    app()
+    terminate_like_interrupt()
+    try:
+        app()
+    except SystemExit as done:
+        if done.code in (0, None) and is_helper_rank():
+            # A helper rank has written nothing and has nothing to finalise; its interpreter
+            # teardown sometimes aborts inside gloo (SIGABRT, "terminate called without an active
+            # exception", ~3% of CPU runs under torch 2.13), which torchrun reports as a failed run.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        raise
+
+
+def is_helper_rank() -> bool:
+    """A rank other than 0 of a torchrun / accelerate launch run."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"

@@ -124,7 +124,10 @@ def read_local_file(path: Path) -> list[dict]:
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (it holds the byte 0x{exc.object[exc.start:exc.start + 1].hex()}, which UTF-8 "
+                         "cannot decode there); re-save it as UTF-8.") from exc
+    except (json.JSONDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path} as {suffix[1:]} ({exc}); fix the file or convert it.") from exc
 
 
@@ -210,8 +213,8 @@ def render_messages(messages: list[dict], tokenizer, spec: DatasetSpec, position
     return Example(text=full, prompt=None, add_special_tokens=False)
 
 
-def texts_record(loaded: LoadedDataset, examples: list[Example], tokens: int, role: Role) -> dict:
-    """What the manifest records about one dataset as it was used."""
+def texts_record(loaded: LoadedDataset, examples: list[Example], tokens: int, role: Role, truncated: int | None = None) -> dict:
+    """What the manifest records about one dataset as it was used (`truncated`: samples cut at --max-length)."""
     return DatasetRecord(
         role=role,
         **loaded.spec.describe(),
@@ -219,4 +222,12 @@ def texts_record(loaded: LoadedDataset, examples: list[Example], tokens: int, ro
         samples=len(examples),
         tokens=tokens,
         texts_sha256=sha256_texts(example.text for example in examples),
+        truncated=truncated,
     ).to_dict()
+
+
+def warn_truncated(truncated: int, samples: int, name: str, max_length: int) -> None:
+    """Long samples are not an error: they are cut, counted in the manifest, and said once."""
+    if truncated:
+        ui.warn(f"{truncated} of {samples} samples of {name} are longer than --max-length {max_length} tokens and were cut to it "
+                "(the manifest counts them as `truncated`).")

@@ -20,10 +20,12 @@ import torch
 
 from .io.atomic import staged_output
 from .io.hashing import sha256_file
+from .io.locks import output_lock
 
 MANIFEST_NAME = "sclora_embedded.json"
 MANIFEST_FORMAT = 1
 DTYPE = "float32"
+WAIT_SECONDS = 1800  # how long a second process waits for another one materialising the same model
 
 # SmolLM2-Instruct's own template: ChatML, with a default system prompt when the conversation has none.
 CHATML_TEMPLATE = (
@@ -138,8 +140,9 @@ def load_gguf(gguf_path: Path):
         gguf_file=name,
         dtype=torch.float32,
         quantization_config=GgufConfig(dequantize=True),
+        trust_remote_code=False,
     )
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, trust_remote_code=False)
     _prepare_tokenizer(tokenizer, model.config)
     _prepare_generation_config(model, tokenizer)
     return model, tokenizer
@@ -220,11 +223,14 @@ def materialize(
     if _is_complete(target, gguf_sha256):
         return target
 
-    # A concurrent materialisation that finishes first wins; this one's copy is then dropped.
-    with staged_output(target, finished=lambda path: _is_complete(path, gguf_sha256)) as staging:
-        _write_checkpoint(gguf_path, staging, report)
-        manifest = _build_manifest(short_name, entry, gguf_path, gguf_sha256, staging)
-        # Written last: its presence is what marks a directory as complete.
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # One process builds, the others wait on the lock and then find the directory complete.
+    with output_lock(target, wait=WAIT_SECONDS, on_wait=lambda: report(f"Waiting for another process to materialise {short_name}")):
+        if _is_complete(target, gguf_sha256):
+            return target
+        with staged_output(target, finished=lambda path: _is_complete(path, gguf_sha256)) as staging:
+            _write_checkpoint(gguf_path, staging, report)
+            manifest = _build_manifest(short_name, entry, gguf_path, gguf_sha256, staging)
+            # Written last: its presence is what marks a directory as complete.
+            (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     report(f"Materialised {short_name} at {target}")
     return target

@@ -4,6 +4,8 @@ A message is one sentence that names the problem and the fix. The CLI prints it 
 traceback unless SCLORA_DEBUG=1.
 """
 
+import errno
+
 
 class ScloraError(Exception):
     """Base class: an error the user can act on."""
@@ -47,5 +49,34 @@ class RemoteError(ScloraError):
     exit_code = 7
 
 
+class StorageError(ScloraError):
+    """The disk filled up (or a quota ran out) while writing an artefact."""
+
+    exit_code = 74  # sysexits EX_IOERR
+
+
+class BusyError(ScloraError):
+    """Another process is writing the same output right now: try again when it has finished."""
+
+    exit_code = 75  # sysexits EX_TEMPFAIL: a CI job may retry
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_error(exc: BaseException) -> StorageError | None:
+    """The StorageError for a full disk or quota, else None. safetensors reports one as a
+    SafetensorError that quotes the OS error ("... (os error 28)")."""
+    if isinstance(exc, OSError):
+        full, where = exc.errno in NO_SPACE, exc.filename
+    else:
+        full, where = any(f"(os error {code})" in str(exc) for code in NO_SPACE), None
+    if not full:
+        return None
+    return StorageError(f"the disk is full{f' while writing {where}' if where else ''}; free some space or write to another disk, "
+                        "then run the command again (nothing that looks complete was written).")
+
+
 EXIT_INTERNAL = 70  # an unexpected exception: a bug, reported with a hint to set SCLORA_DEBUG=1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM

@@ -13,14 +13,28 @@ IGNORE_INDEX = -100  # the label of a token that carries no loss (transformers' 
 
 
 def tokenize_for_loss(example: Example, tokenizer, max_length: int) -> dict:
-    """input_ids and labels; prompt tokens get label -100 so the loss covers the response only."""
-    ids = tokenizer(example.text, add_special_tokens=example.add_special_tokens, truncation=True, max_length=max_length)["input_ids"]
+    """input_ids and labels; prompt tokens get label -100 so the loss covers the response only.
+    `truncated` says whether the text was cut at max_length (a manifest counts them)."""
+    ids, truncated = cut_ids(example.text, tokenizer, max_length, example.add_special_tokens)
     labels = list(ids)
     if example.prompt is not None:
         prompt_ids = tokenizer(example.prompt, add_special_tokens=example.add_special_tokens)["input_ids"]
         masked = min(len(prompt_ids), len(labels))
         labels[:masked] = [IGNORE_INDEX] * masked
-    return {"input_ids": ids, "labels": labels}
+    return {"input_ids": ids, "labels": labels, "truncated": truncated}
+
+
+def cut_ids(text: str, tokenizer, max_length: int, add_special_tokens: bool = True) -> tuple[list[int], bool]:
+    """The text's token ids, truncated to max_length as the tokenizer truncates, and whether it
+    was longer (read off a max_length + 1 tokenisation: no untruncated pass, no length warning)."""
+    ids = tokenizer(text, add_special_tokens=add_special_tokens, truncation=True, max_length=max_length + 1)["input_ids"]
+    if len(ids) <= max_length:
+        return ids, False
+    return tokenizer(text, add_special_tokens=add_special_tokens, truncation=True, max_length=max_length)["input_ids"], True
+
+
+def count_truncated(features: list[dict]) -> int:
+    return sum(1 for feature in features if feature.get("truncated"))
 
 
 def has_loss_tokens(feature: dict) -> bool:

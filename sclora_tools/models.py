@@ -3,7 +3,9 @@ discovery of target layers and of which targets share one input."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from . import embedded, ui
-from .errors import InputError, UsageError
+from .errors import InputError, NumericalError, UsageError
 from .io.checkpoint import weight_files
 from .io.hashing import sha256_file
 
@@ -91,19 +93,57 @@ def load_model(source: ModelSource, dtype: torch.dtype, device: torch.device, tr
     """The model on `device`, or placed by accelerate when `device_map` is given (e.g. "auto")."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        source.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, device_map=device_map
-    )
+    with remote_code_refused(source.path), quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, device_map=device_map
+        )
     return (model if device_map else model.to(device)).eval()
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """NaN or Inf in a checkpoint would only show up later as a broken covariance: name the weight now."""
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter).all()):
+            raise NumericalError(f"the model's weight {name} holds NaN or Inf; the checkpoint is damaged: download or save it again.")
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with remote_code_refused(path), quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar and no advice from transformers while it loads: our own output is the
+    stage's progress and summary, and a load that fails becomes our one sentence."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled, verbosity = transformers_logging.is_progress_bar_enabled(), transformers_logging.get_verbosity()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def remote_code_refused(path: Path) -> Iterator[None]:
+    """transformers' refusal to run a model's own code (auto_map) without trust_remote_code, as one sentence."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise InputError(f"the model in {path} runs its own Python code when it is loaded, which sclora does only when asked: "
+                         "pass --trust-remote-code to calibrate if you trust its source.") from exc
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:

@@ -13,21 +13,23 @@ import torch
 
 from .. import data
 from ..errors import InputError
+from ..features import cut_ids
 
 
 @dataclass(frozen=True)
 class Sample:
     position: int
     ids: list[int]
+    truncated: bool = False  # cut at --max-length
 
 
 def tokenize(examples: list[data.Example], tokenizer, max_length: int) -> list[Sample]:
     """Token ids of every non-empty example, longest first."""
     samples = []
     for position, example in enumerate(examples):
-        ids = tokenizer(example.text, add_special_tokens=example.add_special_tokens, truncation=True, max_length=max_length)["input_ids"]
+        ids, cut = cut_ids(example.text, tokenizer, max_length, example.add_special_tokens)
         if ids:
-            samples.append(Sample(position, list(ids)))
+            samples.append(Sample(position, list(ids), cut))
     if not samples:
         raise InputError("every sample tokenised to zero tokens; check the dataset's text fields.")
     return sorted(samples, key=lambda sample: (-len(sample.ids), sample.position))
@@ -45,6 +47,10 @@ def shard_positions(samples: list[Sample], world_size: int) -> list[list[int]]:
 
 def token_count(samples: list[Sample]) -> int:
     return sum(len(sample.ids) for sample in samples)
+
+
+def truncated_count(samples: list[Sample]) -> int:
+    return sum(sample.truncated for sample in samples)
 
 
 def batched(samples: list[Sample], batch_size: int) -> list[list[Sample]]:

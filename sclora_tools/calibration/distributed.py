@@ -128,6 +128,8 @@ def session(device_name: str) -> Iterator[Ranks]:
         os.environ["SCLORA_QUIET"] = "1"  # one summary and one progress display: rank 0's
     try:
         yield ranks
+        if started_here:
+            dist.barrier()  # gloo aborts a rank whose group is torn down while a peer still uses it (seen as SIGABRT at exit)
     finally:
         if started_here:
             dist.destroy_process_group()

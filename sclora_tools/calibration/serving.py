@@ -74,6 +74,9 @@ def locate_model(calibration: Manifest, override: str | Path | None) -> Path:
 
 def check_ranks(reader: CheckpointReader, targets, rank: int) -> None:
     for target in targets:
+        if f"{target}.weight" not in reader:
+            raise MismatchError(f"the calibration targets {target}, which the model in {reader.model_dir} does not have; "
+                                "pass --model with the calibrated model, or re-run calibrate.")
         d_out, d_in = reader.shape_of(f"{target}.weight")
         if rank > min(d_out, d_in):
             raise UsageError(f"--rank {rank} exceeds min(d_out, d_in) = {min(d_out, d_in)} of {target}; choose a rank <= {min(d_out, d_in)}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, storage_error
 
 MANIFEST = "manifest.json"
 
@@ -42,8 +43,26 @@ def staged_output(final: Path, finished: Callable[[Path], bool] | None = None) -
         yield staging
         if finished is None or not finished(final):
             publish(staging, final, finished)
+    except Exception as exc:
+        full = storage_error(exc)
+        if full is None:
+            raise
+        raise full from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # already gone when it was published
+
+
+def remove_stale_staging(final: Path) -> None:
+    """Remove the staging (`.NAME.tmp-*`) and retired copies (`.NAME.old-*`) that a killed writer
+    of `final` left beside it. Only the holder of final's lock (io/locks.py) may call this."""
+    final = Path(final)
+    for kind in ("tmp", "old"):
+        for leftover in glob.glob(os.path.join(glob.escape(str(final.parent)), f".{glob.escape(final.name)}.{kind}-*")):
+            if os.path.isdir(leftover) and not os.path.islink(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
 
 
 def publish(staging: Path, final: Path, finished: Callable[[Path], bool] | None) -> None:
@@ -90,8 +109,13 @@ def replace_directory(staging: Path, final: Path) -> None:
 def write_json(path: Path, data: object) -> None:
     """Write JSON to a temporary name, then rename over `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import InputError
@@ -46,9 +46,13 @@ class CheckpointReader:
         self.files = weight_files(self.model_dir)
         self.location: dict[str, Path] = {}
         for path in self.files:
-            with safe_open(path, framework="pt") as handle:
-                for name in handle.keys():
-                    self.location[name] = path
+            try:
+                with safe_open(path, framework="pt") as handle:
+                    for name in handle.keys():
+                        self.location[name] = path
+            except (SafetensorError, OSError) as exc:
+                raise InputError(f"{path} is not a readable safetensors file ({exc}); it is truncated or damaged: "
+                                 "download or save the model again.") from exc
 
     @property
     def names(self) -> list[str]:

@@ -17,6 +17,9 @@ from pathlib import Path
 from .. import __version__
 from ..errors import RemoteError, UsageError
 
+TIMEOUT_VARIABLE = "SCLORA_HUB_TIMEOUT"
+DEFAULT_TIMEOUT = 300.0
+
 # Files a push manages: a remote one of these that the new layout lacks is stale and deleted in the
 # same commit (an old shard or index beside new weights would break loading).
 MANAGED = re.compile(
@@ -79,7 +82,7 @@ def upload(files: list[Planned], repo_id: str, token: str | None, private: bool,
     api = HfApi(endpoint=endpoint, token=token, library_name="sclora-tools", library_version=__version__)
     branch = revision or "main"
     summary, _, description = commit_message.strip().partition("\n")
-    with quiet_hub(progress):
+    with quiet_hub(progress), timeouts():
         with hub_step("create the repository", endpoint, repo_id, token):
             api.create_repo(repo_id, private=private, exist_ok=True)
         with hub_step("read the repository", endpoint, repo_id, token):
@@ -163,6 +166,9 @@ def hub_step(action: str, endpoint: str, repo_id: str, token: str, published: st
     except Exception as exc:
         if not is_network_error(exc):
             raise
+        if "Timeout" in type(exc).__name__:
+            raise RemoteError(scrub(f"the Hub at {endpoint} did not answer within {request_timeout()} s to {action} for {repo_id}; "
+                                    f"{outcome}: try again later, or raise {TIMEOUT_VARIABLE}.", token)) from exc
         raise RemoteError(scrub(f"cannot reach the Hub at {endpoint} to {action} ({type(exc).__name__}: {exc}); "
                                 f"{outcome}: check the network and HF_ENDPOINT.", token)) from exc
 
@@ -177,11 +183,34 @@ def http_message(status: int | None, server: str, action: str, endpoint: str, re
         fix = "check --repo-id and --revision"
     elif status in (409, 412):
         fix = "the branch changed during the push; run push again"
+    elif status == 429:
+        fix = "the Hub is limiting this token's request rate; wait a few minutes, then push again"
     elif status is not None and status >= 500:
         fix = "the Hub failed; try again later"
     else:
         fix = "check the repository id, the revision and the token's permissions"
     return f"the Hub at {endpoint} refused to {action} for {repo_id} ({said}); {outcome}: {fix}."
+
+
+def request_timeout() -> float:
+    """Seconds one request may stall (connect, or wait for the next bytes) before the push fails."""
+    try:
+        return float(os.environ.get(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT)
+    except ValueError:
+        raise UsageError(f"{TIMEOUT_VARIABLE} must be a number of seconds, not {os.environ[TIMEOUT_VARIABLE]!r}.") from None
+
+
+@contextlib.contextmanager
+def timeouts() -> Iterator[None]:
+    """The Hub client waits forever by default; a stalled server must fail the push instead."""
+    from huggingface_hub.utils import get_session
+
+    session = get_session()
+    previous, session.timeout = session.timeout, request_timeout()
+    try:
+        yield
+    finally:
+        session.timeout = previous
 
 
 @contextlib.contextmanager

@@ -98,6 +98,7 @@ class DatasetRecord(Record):
     samples: int | None = None
     tokens: int | None = None
     texts_sha256: str | None = None
+    truncated: int | None = None  # samples cut at --max-length (None: not counted by the tool that wrote it)
 
     @classmethod
     def typed(cls, values: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..core.covariance_codec import CHOICES, resolve_form
 from ..errors import InputError, UsageError
 from ..io.atomic import refuse_foreign_directory, staged_directory
 from ..io.checkpoint import CheckpointReader
+from ..io.locks import holds_output_lock
 from ..io.manifest import Manifest, new_manifest, write_manifest
 from ..io.manifest_settings import CalibrationConfig
 from ..io.manifest_types import CALIBRATION_ROLES, CalibrationSummary, SiteRecord
@@ -55,6 +56,7 @@ class Prepared:
     blocks: sequential.BlockRunner | None
 
 
+@holds_output_lock("output_dir")
 def calibrate(
     model: str,
     pos: str,
@@ -139,6 +141,7 @@ def prepare(model, arguments, samples, seed, max_length, targets, dtype, sequent
         groups = blocks.shared_input_groups(target_names)
     else:
         net = models.load_model(source, compute_dtype, ranks.device, trust_remote_code, device_map=device_map)
+        models.check_finite_weights(net)
         target_names = models.discover_targets(net, targets)
         check_weights_present(reader, target_names)
         groups = models.shared_input_groups(net, target_names, next(net.parameters()).device)
@@ -147,6 +150,9 @@ def prepare(model, arguments, samples, seed, max_length, targets, dtype, sequent
         blocks.check_sites(sites)
     examples = {role: data.render_all(datasets[role], tokenizer) for role in CALIBRATION_ROLES}
     tokenized = {role: batching.tokenize(examples[role], tokenizer, max_length) for role in CALIBRATION_ROLES}
+    if ranks.is_writer:
+        for role in CALIBRATION_ROLES:
+            data.warn_truncated(batching.truncated_count(tokenized[role]), len(examples[role]), datasets[role].spec.name, max_length)
     shards = {role: batching.shard(tokenized[role], ranks.rank, ranks.world_size) for role in CALIBRATION_ROLES}
     return Prepared(source, net, where, reader, target_names, sites, tokenized, shards, examples, datasets,
                     models.weight_file_hashes(source.path), blocks)
@@ -214,7 +220,8 @@ def run_identity(run: Prepared, config: CalibrationConfig) -> dict:
 
 
 def write_calibration_manifest(staging: Path, run: Prepared, config: CalibrationConfig, tokens: dict, started: float, resumed: dict) -> dict:
-    records = [data.texts_record(run.datasets[role], run.examples[role], tokens[role], role) for role in CALIBRATION_ROLES]
+    records = [data.texts_record(run.datasets[role], run.examples[role], tokens[role], role, batching.truncated_count(run.samples[role]))
+               for role in CALIBRATION_ROLES]
     checkpoint_dtype = run.reader.dtype_of(f"{run.target_names[0]}.weight")
     summary = CalibrationSummary(seconds=round(time.time() - started, 2), tokens=sum(tokens.values()), resumed_batches=resumed)
     manifest = new_manifest(

@@ -22,7 +22,7 @@ from ..evaluation.scoring import ROUGE_TYPES, SCORERS, add_judge_scores, timed
 from ..evaluation.sets import load_set
 from ..io.atomic import MANIFEST, write_json
 from ..io.judge import JudgeConfig, judge_settings
-from ..io.manifest import init_run_dir, load_manifest
+from ..io.manifest import init_run_dir, load_manifest, verify_files
 
 SCHEMA_VERSION = 1
 EVAL_FILE = "eval.json"
@@ -132,10 +132,14 @@ def run_target(directory: Path, spec: str) -> Target:
     record = {"spec": spec, "kind": manifest.kind, "path": str(directory.resolve()), "base": base}
     if manifest.kind == "merge":
         model_dir = directory / manifest.config.output
+        verify_files(directory, manifest, only=(f"{manifest.config.output}/",))
         return Target(model_dir, None, directory / EVAL_FILE, {**record, "model_dir": str(model_dir)})
     init_dir = init_run_dir(directory, manifest)
     if not init_dir.is_dir():
         raise InputError("the init run this training started from is gone; evaluate the merged model instead.")
+    verify_files(directory, manifest, only=("adapter/",) if manifest.kind == "train" else ("adapter/", "residual/"))
+    if manifest.kind == "train":
+        verify_files(init_dir, load_manifest(init_dir, "init"), only=("residual/",))
     adapter_dir = directory / "adapter"
     return Target(init_dir / "residual", adapter_dir, directory / EVAL_FILE,
                   {**record, "model_dir": str(init_dir / "residual"), "adapter": str(adapter_dir)})
@@ -144,6 +148,9 @@ def run_target(directory: Path, spec: str) -> Target:
 def with_adapter(target: Target, adapter_dir: Path) -> Target:
     if not (adapter_dir / "adapter_config.json").is_file():
         raise InputError(f"{adapter_dir} has no adapter_config.json; pass a PEFT adapter directory to --adapter.")
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise InputError(f"{adapter_dir} has no adapter_model.safetensors (pickled weights such as adapter_model.bin are never loaded); "
+                         "convert the adapter to safetensors.")
     return Target(target.model_dir, adapter_dir, target.default_output, {**target.record, "adapter": str(adapter_dir)})
 
 
@@ -152,7 +159,8 @@ def load_for_eval(target: Target, device: torch.device):
 
     if not (target.model_dir / "config.json").is_file():
         raise InputError(f"{target.model_dir} is not a model directory (no config.json); re-create the run.")
-    model = AutoModelForCausalLM.from_pretrained(target.model_dir, dtype="auto", use_safetensors=True)
+    with models.remote_code_refused(target.model_dir), models.quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(target.model_dir, dtype="auto", use_safetensors=True, trust_remote_code=False)
     if target.adapter_dir is not None:
         from peft import PeftModel
 

@@ -22,12 +22,14 @@ from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_fi
 from ..io.corrections import FILE as CORRECTIONS
 from ..io.corrections import write_corrections
 from ..io.covariances import open_covariances
+from ..io.locks import holds_output_lock
 from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_types import CALIBRATION_ROLES, Role, SiteRecord
 from ..io.prefetch import prefetched
 from ..io.streaming_writer import StreamingWriter, specs_of
 
 
+@holds_output_lock("output_dir")
 def init(
     calibration_dir: str | Path,
     output_dir: str | Path,
@@ -162,7 +164,10 @@ class CovarianceCache:
 
     def get(self, key: str, role: Role) -> torch.Tensor:
         if (key, role) not in self.recent:
-            self.recent[(key, role)] = self.files[role].get(key).to(self.device)
+            covariance = self.files[role].get(key)
+            if not bool(torch.isfinite(covariance).all()):
+                raise NumericalError(f"the calibration's covariance at {key} holds NaN or Inf; re-run calibrate (with --dtype float32).")
+            self.recent[(key, role)] = covariance.to(self.device)
             while len(self.recent) > self.keep:
                 self.recent.popitem(last=False)
         self.recent.move_to_end((key, role))

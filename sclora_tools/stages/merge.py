@@ -13,7 +13,7 @@ from safetensors import safe_open
 from .. import ui
 from ..core import exact
 from ..core.merge import adapter_delta, lora_against_base, merged_weight
-from ..errors import UsageError, VerificationError
+from ..errors import NumericalError, UsageError, VerificationError
 from ..io import memory
 from ..io.adapter import LoraPair, read_adapter, write_adapter
 from ..io.atomic import staged_directory
@@ -21,11 +21,13 @@ from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_fi
 from ..io.corrections import FILE as CORRECTIONS
 from ..io.corrections import read_correction
 from ..io.hashing import sha256_tensor
+from ..io.locks import holds_output_lock
 from ..io.manifest import Manifest, init_run_dir, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_types import VerificationRecord
 from ..io.streaming_writer import StreamingWriter, specs_of
 
 
+@holds_output_lock("rebuild_base", "output_dir")
 def merge(
     run_dir: str | Path,
     output_dir: str | Path | None = None,
@@ -48,6 +50,7 @@ def merge(
     trained_dir = run_dir / "adapter"
     config, init_pairs = read_adapter(init_dir / "adapter")
     _, trained_pairs = read_adapter(trained_dir)
+    refuse_non_finite(trained_pairs, trained_dir)
     scale = config.lora_alpha / config.r
     target = Path(rebuild_base) if rebuild_base is not None else Path(output_dir)
     model_subdir = "base" if rebuild_base is not None else "merged"
@@ -69,6 +72,13 @@ def merge(
         result = write_manifest(staging, result)
     report(Manifest.from_dict(result), target)
     return result
+
+
+def refuse_non_finite(pairs: dict[str, LoraPair], adapter_dir: Path) -> None:
+    for module, pair in pairs.items():
+        if not (bool(torch.isfinite(pair.a).all()) and bool(torch.isfinite(pair.b).all())):
+            raise NumericalError(f"the adapter in {adapter_dir} holds NaN or Inf in {module} (training diverged); "
+                                 "train again with a lower --lr, nothing was merged.")
 
 
 def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out_dir, base_only, shard_bytes, progress) -> dict:

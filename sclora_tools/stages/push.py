@@ -17,6 +17,7 @@ from ..io.card import WHATS, is_hub_id, render_card
 from ..io.hub import Planned, hub_token, upload
 from ..io.license import declared_license
 from ..io.local_paths import hide_in
+from ..io.locks import holds_output_lock
 from ..io.manifest import Manifest, load_manifest, verify_files
 
 CARD = "README.md"
@@ -25,6 +26,7 @@ EVAL_REPORT = "eval.json"
 EVAL_COPY = "sclora_eval.json"
 
 
+@holds_output_lock("to")
 def push(
     merge_dir: str | Path,
     repo_id: str,

@@ -5,12 +5,13 @@ Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (t
 DDP): --batch-size is per process, so one optimiser step sees batch-size x grad-accum x N
 sequences. Rank 0 checks the inputs, prepares the output and writes the adapter, the loss log
 and the manifest; the other ranks write nothing of ours (the Trainer's checkpoints hold one RNG
-state per rank, written by that rank, so that --resume continues each rank's stream exactly)."""
+state per rank, written by that rank, so that --resume continues each rank's stream exactly).
+--resume continues only a run of the same settings and data, from its newest sealed checkpoint
+(training/resume.py)."""
 
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -18,13 +19,15 @@ from typing import NamedTuple
 import torch
 
 from .. import data, models, ui
-from ..errors import InputError, UsageError
-from ..features import Collator, tokenize_for_loss, with_loss_tokens
-from ..io.atomic import MANIFEST, staged_output, write_json
+from ..errors import InputError, NumericalError, UsageError
+from ..features import Collator, count_truncated, tokenize_for_loss, with_loss_tokens
+from ..io.atomic import MANIFEST, remove_stale_staging, staged_output, write_json
+from ..io.locks import holds_output_lock
 from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, verify_files, write_manifest
 from ..io.manifest_settings import TrainSettings
 from ..io.manifest_types import Role
 from ..training import processes as run_processes
+from ..training import resume as checkpoints
 from ..training.progress import DriftTracker, progress_callback
 from ..training.quiet import quiet_libraries
 
@@ -32,6 +35,7 @@ CHECKPOINTS = "checkpoints"
 OWN_ENTRIES = {CHECKPOINTS, "adapter", "loss_log.json", MANIFEST, "eval.json"}
 
 
+@holds_output_lock("output_dir")
 def train(
     run_dir: str | Path,
     output_dir: str | Path,
@@ -64,18 +68,21 @@ def train(
             if processes.is_main:
                 verify_files(run_dir, init_manifest, only=("adapter/", "residual/"))
                 check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b)
-                prepare_output(output_dir, resume)
+                check_output(output_dir, resume)
             prepared = prepare_data(run_dir, data_argument or init_manifest.dataset(Role.POS).name, samples, seed, max_length)
-        settings = TrainSettings(data=prepared.argument, samples=len(prepared.features), epochs=epochs, max_steps=max_steps, lr=lr,
-                                 batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
-                                 freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16,
-                                 world_size=processes.world_size)
+            settings = TrainSettings(data=prepared.argument, samples=len(prepared.features), epochs=epochs, max_steps=max_steps, lr=lr,
+                                     batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                     freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16,
+                                     world_size=processes.world_size)
+            identity = checkpoints.run_identity(settings.to_dict(), prepared.record()["texts_sha256"], run_dir / MANIFEST)
+            start = prepare_output(output_dir, resume, identity) if processes.is_main else checkpoints.sealed_start(output_dir / CHECKPOINTS, resume)
         model = trainable_model(run_dir, settings)
         tracker = DriftTracker(run_dir, init_manifest) if processes.is_main else None
-        history, weights = run_trainer(model, prepared, output_dir, settings, resume, save_steps, progress and processes.is_main,
+        history, weights = run_trainer(model, prepared, output_dir, settings, start, save_steps, progress and processes.is_main,
                                        tracker, processes)
         manifest = None
         if processes.is_main:
+            check_finite(weights, settings, history)
             manifest = write_outputs(model, weights, history, output_dir, init_manifest, run_dir, settings, prepared.record(), tracker,
                                      started)
         processes.wait()  # every rank returns once the artefact is complete
@@ -94,7 +101,8 @@ class PreparedData(NamedTuple):
     features: list[dict]
 
     def record(self) -> dict:
-        return data.texts_record(self.loaded, self.examples, sum(len(f["input_ids"]) for f in self.features), Role.TRAIN)
+        tokens = sum(len(f["input_ids"]) for f in self.features)
+        return data.texts_record(self.loaded, self.examples, tokens, Role.TRAIN, count_truncated(self.features))
 
 
 def prepare_data(run_dir: Path, argument: str, samples: int | None, seed: int, max_length: int) -> PreparedData:
@@ -102,6 +110,7 @@ def prepare_data(run_dir: Path, argument: str, samples: int | None, seed: int, m
     loaded = data.load_dataset_rows(argument, samples, seed)
     examples = data.render_all(loaded, tokenizer)
     features = with_loss_tokens([tokenize_for_loss(e, tokenizer, max_length) for e in examples], max_length)
+    data.warn_truncated(count_truncated(features), len(features), argument, max_length)
     return PreparedData(argument, tokenizer, loaded, examples, features)
 
 
@@ -130,19 +139,24 @@ def check_options(init_manifest: Manifest, epochs, max_steps, lr, batch_size, gr
         raise UsageError("--freeze-b needs a method whose B starts non-zero (sclora); with lora B = 0 would stay 0.")
 
 
-def prepare_output(output_dir: Path, resume: bool) -> None:
-    """The output holds only our entries; a fresh run clears old checkpoints, a re-run never
-    leaves the previous manifest beside a half-replaced adapter."""
+def check_output(output_dir: Path, resume: bool) -> None:
+    """The output holds only our entries (and, for --resume, exists)."""
     if output_dir.exists():
         foreign = [p.name for p in output_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith(".")]
         if foreign:
             raise InputError(f"output directory {output_dir} holds other files ({foreign[0]}); choose an empty or new directory.")
-        (output_dir / MANIFEST).unlink(missing_ok=True)
-        if not resume:
-            shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
     elif resume:
         raise InputError(f"--resume needs an earlier run in {output_dir}, which does not exist; drop --resume.")
-    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_output(output_dir: Path, resume: bool, identity: dict) -> checkpoints.Checkpoint | None:
+    """Where training starts (training/resume.py: a refused --resume changes nothing); then a
+    re-run never leaves the previous manifest beside a half-replaced adapter, nor a killed run's staging."""
+    start = checkpoints.starting_point(output_dir / CHECKPOINTS, identity, resume)
+    (output_dir / MANIFEST).unlink(missing_ok=True)
+    for entry in OWN_ENTRIES:  # this process holds the output's lock: nobody else is writing these
+        remove_stale_staging(output_dir / entry)
+    return start
 
 
 def trainable_model(run_dir: Path, settings: TrainSettings):
@@ -150,7 +164,8 @@ def trainable_model(run_dir: Path, settings: TrainSettings):
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if settings.bf16 else "auto"
-    base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=dtype)
+    with models.quiet_loading():
+        base = AutoModelForCausalLM.from_pretrained(run_dir / "residual", use_safetensors=True, dtype=dtype, trust_remote_code=False)
     if settings.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
@@ -161,10 +176,11 @@ def trainable_model(run_dir: Path, settings: TrainSettings):
     return model
 
 
-def run_trainer(model, prepared: PreparedData, output_dir, settings: TrainSettings, resume, save_steps, progress, tracker,
-                processes) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """Train; returns the loss log (filled on rank 0) and the adapter's final weights, gathered the
-    way Trainer.save_model gathers them (every rank takes part; under DDP they are already whole)."""
+def run_trainer(model, prepared: PreparedData, output_dir, settings: TrainSettings, start: checkpoints.Checkpoint | None, save_steps,
+                progress, tracker, processes) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Train from scratch, or from the sealed checkpoint `start`; returns the loss log (filled on
+    rank 0) and the adapter's final weights, gathered the way Trainer.save_model gathers them
+    (every rank takes part; under DDP they are already whole)."""
     from transformers import PrinterCallback, Trainer
 
     history: list[dict] = []
@@ -172,8 +188,7 @@ def run_trainer(model, prepared: PreparedData, output_dir, settings: TrainSettin
     trainer = Trainer(model=model, args=arguments, train_dataset=prepared.features, data_collator=Collator(prepared.tokenizer.pad_token_id))
     trainer.remove_callback(PrinterCallback)  # it prints the Trainer's raw log dicts on stdout
     trainer.add_callback(progress_callback(history, progress, tracker, live_drift=not trainer.is_fsdp_enabled))
-    checkpoint = resume and latest_checkpoint(output_dir / CHECKPOINTS, warn=processes.is_main)
-    trainer.train(resume_from_checkpoint=checkpoint or None)
+    trainer.train(resume_from_checkpoint=str(start.path) if start is not None else None)
     weights = trainer.accelerator.get_state_dict(trainer.model)
     return history, {name: tensor for name, tensor in weights.items() if ".lora_" in name}
 
@@ -219,13 +234,13 @@ def warmup_steps(examples: int, settings: TrainSettings) -> int:
     return math.ceil(settings.warmup_ratio * total)
 
 
-def latest_checkpoint(directory: Path, warn: bool = True) -> str | None:
-    found = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if directory.is_dir() else []
-    if not found:
-        if warn:
-            ui.warn(f"no checkpoint in {directory}; training starts from the beginning.")
-        return None
-    return str(found[-1])
+def check_finite(weights: dict[str, torch.Tensor], settings: TrainSettings, history: list[dict]) -> None:
+    """A diverged run (NaN or Inf in the adapter) writes no adapter and no manifest."""
+    for name, tensor in weights.items():
+        if not bool(torch.isfinite(tensor).all()):
+            steps = history[-1]["step"] if history else 0
+            raise NumericalError(f"training diverged: {name.removeprefix('base_model.model.')} holds NaN or Inf after {steps} steps; "
+                                 f"lower --lr (now {settings.lr:g}) and train again.")
 
 
 def save_adapter(model, weights: dict[str, torch.Tensor], final: Path) -> None:

@@ -10,12 +10,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from .. import ui
 from ..core.drift import drift_summary, layer_drift, update_norm
 from ..core.methods import SUBSPACE_METHODS
 from ..io.adapter import read_adapter
 from ..io.manifest import Manifest
+from . import resume as checkpoints
 
 DRIFT_EVERY = 10  # steps between measurements of the update outside the subspace
 DRIFT_KEY = "update_outside_fraction"
@@ -103,6 +105,13 @@ def progress_callback(history: list[dict], enabled: bool, tracker: DriftTracker 
             measured = [h[DRIFT_KEY] for h in history if DRIFT_KEY in h]
             drift = f"  outside S {measured[-1]:.1%}" if measured else ""
             self.bar.update(self.task, completed=state.global_step, rate=f"loss {loss:.4f}  {rate}{drift}")
+
+        def on_save(self, args, state, control, **kwargs):
+            """Seal the checkpoint the Trainer has just written whole (every rank's files first)."""
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()
+            if state.is_world_process_zero:
+                checkpoints.seal(Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}", list(history))
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.bar_context is not None:

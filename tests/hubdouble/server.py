@@ -16,7 +16,8 @@ It speaks what sclora's own Hub traffic needs, on model repos, through the clien
   LFS files, and the ``X-Error-Code`` headers the client maps to its exceptions
 
 Every request is recorded (method, path, headers, body) so tests can check which token was sent and
-that it never leaked into uploaded bytes; `fail_next_commit` makes the next commit fail with a 500.
+that it never leaked into uploaded bytes; `fail_next_commit` makes the next commit fail with a 500, and
+`inject` makes chosen requests fail with any status, or stall (a server that does not answer).
 A route it does not know is a 404 recorded in `unhandled`; a bug in the double is a 500 recorded
 in `internal_errors` (the fixture fails the test on those).
 """
@@ -27,6 +28,8 @@ import hashlib
 import json
 import re
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -46,6 +49,18 @@ from .storage import (
 )
 from .transport import Handler, Response, Server
 from .writes import WriteEndpoints
+
+
+@dataclass
+class Injection:
+    """What `FakeHubServer.inject` does to the requests it matches."""
+
+    pattern: re.Pattern
+    status: int | None
+    stall: float
+    times: int
+    message: str
+    headers: dict
 
 
 class FakeHubServer(ReadEndpoints, WriteEndpoints):
@@ -69,6 +84,7 @@ class FakeHubServer(ReadEndpoints, WriteEndpoints):
         self.unhandled: list[str] = []  # "METHOD /path" the double does not implement
         self.internal_errors: list[str] = []  # tracebacks of bugs in the double
         self.fail_next_commit: int | bool = 0
+        self.injections: list[Injection] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -153,6 +169,21 @@ class FakeHubServer(ReadEndpoints, WriteEndpoints):
 
     def branches(self, repo_id: str) -> dict[str, str]:
         return dict(self.repo(repo_id).branches)
+
+    def inject(self, pattern: str, status: int | None = None, *, stall: float = 0.0, times: int = 1,
+               message: str = "injected failure", headers: dict | None = None) -> None:
+        """The next `times` requests whose "METHOD /path" matches the regex `pattern` wait `stall` seconds
+        (outside the lock: other requests go on), then answer `status` with `message` (None: answer normally)."""
+        with self._lock:
+            self.injections.append(Injection(re.compile(pattern), status, stall, times, message, headers or {}))
+
+    def injection_for(self, record: RequestRecord) -> Injection | None:
+        with self._lock:
+            for injection in self.injections:
+                if injection.times > 0 and injection.pattern.search(f"{record.method} {record.path}"):
+                    injection.times -= 1
+                    return injection
+        return None
 
     # -- test helpers: traffic ---------------------------------------------------------------------------------------
 
@@ -261,6 +292,11 @@ class FakeHubServer(ReadEndpoints, WriteEndpoints):
     # -- dispatch ----------------------------------------------------------------------------------------------------
 
     def handle(self, record: RequestRecord) -> Response:
+        injection = self.injection_for(record)
+        if injection is not None:
+            time.sleep(injection.stall)
+            if injection.status is not None:
+                raise HttpError(injection.status, injection.message, headers=injection.headers)
         with self._lock:
             segs = [s for s in record.path.split("/") if s != ""]
             query = parse_qs(record.query, keep_blank_values=True)

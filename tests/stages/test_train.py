@@ -76,7 +76,7 @@ def test_resume_continues_from_the_last_checkpoint(small_run, data_files, tmp_pa
     assert (tmp_path / "t" / "checkpoints" / "checkpoint-4").is_dir()
     manifest = train(run, tmp_path / "t", max_steps=6, resume=True, **options)
     log = json.loads((tmp_path / "t" / "loss_log.json").read_text())
-    assert [h["step"] for h in log] == [1, 2, 3, 4, 5, 6]  # the steps before the checkpoint come from its trainer state
+    assert [h["step"] for h in log] == [1, 2, 3, 4, 5, 6]  # the history up to checkpoint-4 is restored with it
     assert manifest["summary"]["steps"] == 6
 
 
