@@ -54,7 +54,7 @@ def run_python(code: str, *, code_root: Path | None = None, cwd: Path | None = N
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         # never the checkout as working directory: `python -c` puts it first on sys.path, ahead of PYTHONPATH
-        child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, env=env, cwd=cwd or tempfile.gettempdir())
+        child = subprocess.Popen([sys.executable, "-c", PEAK_PROBE + code], stdout=out, stderr=err, env=env, cwd=cwd or tempfile.gettempdir())
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -63,7 +63,29 @@ def run_python(code: str, *, code_root: Path | None = None, cwd: Path | None = N
         stdout, stderr = out.read().decode(), err.read().decode()
     if child.returncode != 0:
         raise RuntimeError(f"child failed ({child.returncode}):\n{stderr[-4000:]}")
-    return Run(seconds=seconds, peak_rss=usage.ru_maxrss * 1024, stdout=stdout)
+    return Run(seconds=seconds, peak_rss=child_peak(stdout, usage.ru_maxrss * 1024), stdout=stdout)
+
+
+# Linux carries a parent's RSS over into its child's ru_maxrss (the fork's copy of the parent's
+# memory counts before exec), so a bench that built a 2 GB model in-process would see every child
+# peak at >= 2 GB. The child therefore resets its own high-water mark first and reports it at exit.
+PEAK_PROBE = """import atexit as _atexit
+try:
+    with open('/proc/self/clear_refs', 'w') as _refs:
+        _refs.write('5')
+    def _peak():
+        with open('/proc/self/status') as _status:
+            print('peak_kib', next(line.split()[1] for line in _status if line.startswith('VmHWM:')), flush=True)
+    _atexit.register(_peak)
+except OSError:
+    pass
+"""
+
+
+def child_peak(stdout: str, fallback: int) -> int:
+    """The peak RSS the child reported (bytes), or the kernel's rusage figure when it could not."""
+    lines = [line.split()[1] for line in stdout.splitlines() if line.startswith("peak_kib ")]
+    return int(lines[-1]) * 1024 if lines else fallback
 
 
 def baseline_code(ref: str, into: Path) -> Path:

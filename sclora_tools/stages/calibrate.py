@@ -109,7 +109,7 @@ def calibrate(
                 samples_per_rank={role.value: batching.shard_positions(run.samples[role], ranks.world_size) for role in CALIBRATION_ROLES})
             checkpointer = Checkpointer.for_run(output_dir, ranks, run_identity(run, config), checkpoint_every, resume)
         tokens = {role: ranks.total(batching.token_count(run.shards[role])) for role in CALIBRATION_ROLES}
-        config = dataclasses.replace(config, storage=resolve_form(storage, min(tokens.values()), max(s.dim for s in run.sites)))
+        config = dataclasses.replace(config, storage=storage_form(storage, serves, tokens, run.sites))
         counts = {role: (len(run.examples[role]), tokens[role]) for role in CALIBRATION_ROLES}
         with writer_staging(output_dir, ranks) as staging, CovarianceSink(staging, run.sites, config.storage, ranks, counts, normalization) as sink:
             collect(run, sink, batch_size, ACCUMULATE_DTYPES[accumulate_dtype], checkpointer, ranks, progress)
@@ -193,6 +193,15 @@ def check_options(samples, max_length, batch_size, normalization, accumulate_dty
         raise UsageError(f"--storage must be one of {', '.join(CHOICES)}, not {storage!r}.")
     if checkpoint_every < 0:
         raise UsageError("--checkpoint-every must be 0 (no checkpoints) or a positive number of batches.")
+
+
+def storage_form(requested: str, serves: list[str], tokens: dict, sites: list[Site]) -> str:
+    """`auto` is lossless when an input-side method was asked for: LoRA-Null and CorDA read the
+    smallest eigenvalues (or the inverse) of a covariance, which a quantised form moves by up to
+    21% of the reward (bench/covariance_storage.py), where SC-LoRA's top eigenvectors lose < 1e-7."""
+    if requested == "auto" and needs_every_input(serves):
+        return "float64-packed"
+    return resolve_form(requested, min(tokens.values()), max(site.dim for site in sites))
 
 
 def check_weights_present(reader: CheckpointReader, targets: list[str]) -> None:

@@ -75,10 +75,14 @@ def test_data_driven_methods_change_the_residual_and_lora_does_not(calibrations,
         assert torch.equal(w_res, source.read(name)) == (method == "lora"), method
 
 
-def test_one_calibration_with_for_all_stores_every_input_and_keeps_sclora_unchanged(calibrations, default_calibration, tmp_path):
+def test_one_calibration_with_for_all_stores_every_input_and_keeps_sclora_unchanged(calibrations, tiny_chain, tmp_path):
+    """`auto` storage is lossless for the input-side methods (LoRA-Null and CorDA read small
+    eigenvalues), so the comparison is with a default calibration stored lossless too."""
+    default_calibration = tiny_chain("fp32", calibrate={**DEFAULT_CALIBRATION, "storage": "float64-packed"}).calib
     full = json.loads((calibrations["fp32"][0] / "manifest.json").read_text())
     default = json.loads((default_calibration / "manifest.json").read_text())
     assert full["config"]["for_methods"] == sorted(METHODS) and default["config"]["for_methods"] == ["sclora"]
+    assert (full["config"]["storage_requested"], full["config"]["storage"]) == ("auto", "float64-packed")
     full_keys = {site["key"] for site in full["config"]["sites"]}
     default_keys = {site["key"] for site in default["config"]["sites"]}
     assert default_keys < full_keys
@@ -167,3 +171,13 @@ def test_lora_null_with_freeze_a_is_the_papers_variant_and_never_touches_the_neg
     update = scale * (trained[module].b.double() @ trained[module].a.double() - start[module].b.double() @ start[module].a.double())
     principal = vectors[:, 4:]
     assert (update @ principal).abs().max() <= 1e-5 * update.abs().max()
+
+
+def test_auto_storage_stays_quantised_for_sclora_and_an_explicit_form_is_kept(tiny_fp32, data_files, tmp_path):
+    def stored(out, **options):
+        manifest = calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=24, max_length=40,
+                             progress=False, **options)
+        return manifest["config"]["storage"]
+
+    assert stored(tmp_path / "default") != "float64-packed"
+    assert stored(tmp_path / "lora-null", for_methods="lora-null", storage="corr24") == "corr24"
