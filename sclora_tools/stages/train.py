@@ -11,6 +11,7 @@ state per rank, written by that rank, so that --resume continues each rank's str
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -170,6 +171,10 @@ def trainable_model(run_dir: Path, settings: TrainSettings):
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
     model = PeftModel.from_pretrained(base, run_dir / "adapter", is_trainable=True)
+    # The embeddings are never trained. PEFT's default ("auto") looks the base model's name up,
+    # on the Hub when it is not a local directory, and warns when it cannot, at every checkpoint
+    # the Trainer saves.
+    model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
     for name, parameter in model.named_parameters():
         if (settings.freeze_a and "lora_A" in name) or (settings.freeze_b and "lora_B" in name):
             parameter.requires_grad_(False)

@@ -10,6 +10,7 @@ from sclora_tools.workflows.demo import DemoSettings, demo
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("error::UserWarning")  # no third-party warning leaks into a normal run (peft's vocabulary check did)
 def test_reduced_demo_runs_every_stage_on_the_real_model(tmp_path):
     settings = DemoSettings(samples=16, max_length=128, rank=8, steps=3, batch_size=2, train_length=256, eval_samples=4)
     results = demo(tmp_path / "demo", settings, progress=False)
