@@ -103,8 +103,12 @@ def load_model(source: ModelSource, dtype: torch.dtype, device: torch.device, tr
 def check_finite_weights(model: nn.Module) -> None:
     """NaN or Inf in a checkpoint would only show up later as a broken covariance: name the weight now."""
     for name, parameter in model.named_parameters():
-        if not bool(torch.isfinite(parameter).all()):
-            raise NumericalError(f"the model's weight {name} holds NaN or Inf; the checkpoint is damaged: download or save it again.")
+        check_finite_weight(name, parameter)
+
+
+def check_finite_weight(name: str, tensor: torch.Tensor) -> None:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise NumericalError(f"the model's weight {name} holds NaN or Inf; the checkpoint is damaged: download or save it again.")
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):

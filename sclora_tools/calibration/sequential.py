@@ -24,7 +24,7 @@ from torch import nn
 from .. import models, ui
 from ..collect import Collector, Site
 from ..core.covariance import SecondMoment
-from ..errors import InputError, NumericalError
+from ..errors import InputError
 from ..io import memory
 from ..io.manifest_types import Role
 from . import batches as batching
@@ -196,8 +196,7 @@ class BlockRunner:
                 tensor = torch.empty(self.reader.shape_of(key), dtype=self.dtype)
             else:
                 tensor = self.reader.read(key)
-                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                    raise NumericalError(f"the model's weight {key} holds NaN or Inf; the checkpoint is damaged: download or save it again.")
+                models.check_finite_weight(key, tensor)
             set_module_tensor_to_device(module, name, self.device, value=tensor.to(self.dtype) if tensor.is_floating_point() else tensor)
 
     def release(self, module: nn.Module, names: list[str]) -> None:

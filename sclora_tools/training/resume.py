@@ -64,13 +64,7 @@ def starting_point(directory: Path, identity: dict, resume: bool) -> Checkpoint 
 def sealed_start(directory: Path, resume: bool) -> Checkpoint | None:
     """What the other ranks of a distributed run resume from, once rank 0 has run `starting_point`
     (which removed the checkpoints that do not verify): the newest sealed one, read only."""
-    if not resume:
-        return None
-    for path in sorted(directory.glob(f"{PREFIX}*"), key=step_of, reverse=True):
-        history = verified_history(path)
-        if history is not None:
-            return Checkpoint(path, step_of(path), history)
-    return None
+    return latest_sealed(directory, remove_unsealed=False) if resume else None
 
 
 def check_identity(directory: Path, recorded: dict, current: dict) -> None:
@@ -93,14 +87,16 @@ def seal(checkpoint: Path, history: list[dict]) -> None:
     write_json(checkpoint / SEAL, {"files": files, "history": history})
 
 
-def latest_sealed(directory: Path) -> Checkpoint | None:
-    """The newest checkpoint whose seal verifies; newer ones that do not (a kill while saving) are removed."""
+def latest_sealed(directory: Path, remove_unsealed: bool = True) -> Checkpoint | None:
+    """The newest checkpoint whose seal verifies; newer ones that do not (a kill while saving) are
+    removed, unless `remove_unsealed` is off."""
     for path in sorted(directory.glob(f"{PREFIX}*"), key=step_of, reverse=True):
         history = verified_history(path)
         if history is not None:
             return Checkpoint(path, step_of(path), history)
-        ui.warn(f"{path.name} is incomplete or altered (the run stopped while saving it); it was removed.")
-        shutil.rmtree(path, ignore_errors=True)
+        if remove_unsealed:
+            ui.warn(f"{path.name} is incomplete or altered (the run stopped while saving it); it was removed.")
+            shutil.rmtree(path, ignore_errors=True)
     return None
 
 
