@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from sclora_tools import launcher
 from sclora_tools.errors import UsageError
 from sclora_tools.io.checkpoint import parse_size
 from sclora_tools.stages import calibrate as calibrate_stage
@@ -270,7 +271,7 @@ def main() -> None:
     try:
         app()
     except SystemExit as done:
-        if done.code in (0, None) and is_helper_rank():
+        if done.code in (0, None) and launcher.is_helper_rank():
             # A helper rank has written nothing and has nothing to finalise; its interpreter
             # teardown sometimes aborts inside gloo (SIGABRT, "terminate called without an active
             # exception", ~3% of CPU runs under torch 2.13), which torchrun reports as a failed run.
@@ -279,7 +280,3 @@ def main() -> None:
             os._exit(0)
         raise
 
-
-def is_helper_rank() -> bool:
-    """A rank other than 0 of a torchrun / accelerate launch run."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"

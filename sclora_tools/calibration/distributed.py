@@ -19,8 +19,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from .. import models
-from ..errors import ScloraError, UsageError
+from .. import launcher, models
+from ..errors import ScloraError
 
 T = TypeVar("T")
 GROUP_TIMEOUT = datetime.timedelta(minutes=30)
@@ -104,14 +104,11 @@ class Ranks:
 
 def from_environment(device_name: str) -> Ranks:
     """Ranks from the launcher's variables (a single process when there are none)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise UsageError(f"RANK={rank} and WORLD_SIZE={world_size} do not describe a run; start it with torchrun or accelerate launch.")
+    launch = launcher.from_environment()
     device = models.pick_device(device_name)
-    if world_size > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return Ranks(rank, world_size, local_rank, device)
+    if launch.distributed and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", launch.local_rank)
+    return Ranks(launch.rank, launch.world_size, launch.local_rank, device)
 
 
 @contextlib.contextmanager

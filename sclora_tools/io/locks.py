@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .. import launcher
 from ..errors import BusyError
 from .atomic import remove_stale_staging
 
@@ -59,7 +60,7 @@ def holds_output_lock(*parameters: str):
         def locked(*args, **kwargs):
             arguments = signature.bind(*args, **kwargs).arguments
             target = next((arguments[name] for name in parameters if arguments.get(name) is not None), None)
-            if target is None or os.environ.get("RANK", "0") != "0":
+            if target is None or launcher.is_helper_rank():
                 return stage(*args, **kwargs)
             with output_lock(Path(target)):
                 return stage(*args, **kwargs)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from .. import ui
+from .. import launcher, ui
 from ..errors import ScloraError
 
 
@@ -71,7 +70,7 @@ class Processes:
 def start() -> Processes:
     """One process, or this rank of a launcher's run with the process group ready."""
     on_cpu = not torch.cuda.is_available()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launcher.from_environment().world_size
     if world_size <= 1:
         return Processes(on_cpu=on_cpu)
     from accelerate import PartialState

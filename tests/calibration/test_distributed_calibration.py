@@ -116,6 +116,8 @@ def calibrate_as_rank(rank: int, port: int, arguments: dict, outcome_dir: str) -
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)})
     manifest = calibrate(**arguments)
     Path(outcome_dir, f"rank{rank}.json").write_text(json.dumps(manifest))
+    threads = [Path(task, "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
+    Path(outcome_dir, f"rank{rank}.threads").write_text(json.dumps(threads))
 
 
 def test_sequential_engine_on_two_ranks_with_an_empty_share(tiny_bf16, data_files, tmp_path):
@@ -131,6 +133,9 @@ def test_sequential_engine_on_two_ranks_with_an_empty_share(tiny_bf16, data_file
         process.join(timeout=240)
         assert process.exitcode == 0
     assert json.loads((tmp_path / "rank1.json").read_text()) is None  # rank 1 wrote and returned nothing
+    for rank in (0, 1):  # the group is gone once calibrate returns: no gloo thread left to abort the interpreter's exit
+        threads = json.loads((tmp_path / f"rank{rank}.threads").read_text())
+        assert not [name for name in threads if "gloo" in name or "tcpstore" in name], threads
     manifest = json.loads((tmp_path / "rank0.json").read_text())
     assert manifest["config"]["engine"] == "sequential" and manifest["config"]["samples_per_rank"]["+"] == [[0], []]
     calibrate(**{**arguments, "output_dir": tmp_path / "one"})
