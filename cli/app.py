@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -23,7 +22,7 @@ from sclora_tools.stages import train as train_stage
 from sclora_tools.workflows import demo as demo_workflow
 from sclora_tools.workflows import sweep as sweep_workflow
 
-from .errors import handled, terminate_like_interrupt
+from .errors import RefusedCommandLine, handled, refused_command_line, terminate_like_interrupt
 
 app = typer.Typer(
     name="sclora",
@@ -34,13 +33,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout instead of a summary table.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Also print one JSON document on stdout (the manifest, or the error), "
+                                        "as described by sclora_tools/schemas/output.schema.json; people read stderr.")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Output directory (written atomically; re-running replaces it).")]
-
-
-def emit(manifest: dict, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(manifest, indent=2))
 
 
 def split_targets(text: str | None) -> list[str] | None:
@@ -80,7 +75,7 @@ def calibrate(
             "and data).")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Run the model over + and - data and store the covariances of every target layer.
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes)."""
@@ -91,8 +86,7 @@ def calibrate(
                        accumulate_dtype=accumulate_dtype, for_methods=for_methods, storage=storage, sequential=sequential,
                        device_map=device_map, checkpoint_every=checkpoint_every, resume=resume, trust_remote_code=trust_remote_code,
                        progress=not as_json)
-    if manifest is not None:  # ranks other than 0 of a distributed run print nothing
-        emit(manifest, as_json)
+    return manifest  # None on ranks other than 0 of a distributed run: they print nothing
 
 
 @app.command()
@@ -109,11 +103,11 @@ def init(
     seed: Annotated[int, typer.Option(help="Seed for random inits (lora).")] = 0,
     shard_size: Annotated[str, typer.Option(help="Largest residual shard, e.g. 5GB or 500MB.")] = "5GB",
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Turn a calibration into a residual model (W_res) and a PEFT adapter (A_init, B_init)."""
     manifest = init_stage.init(calibration, output, beta=beta, rank=rank, alpha=alpha, method=method, model=model, seed=seed,
                    shard_bytes=parse_size(shard_size), progress=not as_json)
-    emit(manifest, as_json)
+    return manifest
 
 
 @app.command()
@@ -131,11 +125,11 @@ def sweep(
             "location.")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG figures (they need matplotlib).")] = False,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Predict the SC-LoRA trade-off for many betas, no training: Cov+ and Cov- energy in each subspace."""
     manifest = sweep_workflow.sweep(calibration, output, betas=parse_betas(betas), rank=rank, write_init=write_init, alpha=alpha,
                                     model=model, plots_enabled=not no_plots, progress=not as_json)
-    emit(manifest, as_json)
+    return manifest
 
 
 def parse_betas(text: str) -> list[float]:
@@ -166,7 +160,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in the output directory.")] = False,
     save_steps: Annotated[int, typer.Option(help="Write a resumable checkpoint every this many steps.")] = 200,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Train only the adapter on the new task, on top of the residual model.
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes;
@@ -177,8 +171,7 @@ def train(
                        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
                        freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
                        save_steps=save_steps, progress=not as_json)
-    if manifest is not None:  # ranks other than 0 of a distributed run print nothing
-        emit(manifest, as_json)
+    return manifest  # None on ranks other than 0 of a distributed run: they print nothing
 
 
 @app.command()
@@ -190,15 +183,15 @@ def merge(
     rebuild_base: Annotated[Path | None, typer.Option(help="Write only the rebuilt original model (W0) to this directory.")] = None,
     shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB or 500MB; peak memory is about one shard.")] = "5GB",
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Rebuild W0 bit-exactly, verify it, and write the merged model and a standard LoRA."""
     manifest = merge_stage.merge(run_dir, output, rebuild_base=rebuild_base, shard_bytes=parse_size(shard_size), progress=not as_json)
-    emit(manifest, as_json)
+    return manifest
 
 
 @app.command("eval")
 @handled
-def evaluate_command(
+def eval_command(
     model: Annotated[str, typer.Argument(help="Model directory, embedded short name, Hub id, or an sclora init/train/merge output "
             "(result goes to RUN/eval.json).")],
     safety: Annotated[str, typer.Option(help="Harmful requests with reference refusals (refusal rate, refusal NLL); "
@@ -216,15 +209,15 @@ def evaluate_command(
             "(OPENAI_API_KEY, SCLORA_JUDGE_MODEL).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of a summary table.")] = False,
-) -> None:
+    as_json: JsonFlag = False,
+) -> dict | None:
     """Refusal rate, over-refusal, ROUGE, knowledge exact match and reference NLLs on held-out sets."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         result = evaluate_stage.evaluate(model, safety=safety, benign=benign, utility=utility, knowledge=knowledge, samples=samples,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, output=output, judge=judge,
                      seed=seed, device=device, progress=not as_json)
-    emit(result, as_json)
+    return result
 
 
 @app.command()
@@ -242,16 +235,15 @@ def push(
     keep_local_paths: Annotated[bool, typer.Option("--keep-local-paths", help="Publish the local paths recorded in the "
             "manifests as they are; by default each becomes <local>/NAME.")] = False,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Publish a verified merge to the Hub in one commit, with a model card that records beta and the data.
 
     The token comes from HF_TOKEN or `hf auth login`, never from the command line; HF_ENDPOINT selects a self-hosted hub."""
     record = push_stage.push(merge_dir, repo_id, private=private, revision=revision, commit_message=commit_message, what=what,
                  dry_run=dry_run, to=to, keep_local_paths=keep_local_paths, progress=not as_json)
-    if as_json:
-        emit(record, True)
-    elif dry_run:
-        typer.echo(record["card"])
+    if dry_run and not as_json:
+        typer.echo(record["card"])  # the document it would publish, for a pipe or a file; the plan is on stderr
+    return record
 
 
 @app.command()
@@ -261,15 +253,16 @@ def demo(
     model: Annotated[str, typer.Option(help="Model to run on (default: the embedded SmolLM2-135M-Instruct).")] = "smollm2-135m-instruct",
     steps: Annotated[int, typer.Option(help="Training steps.")] = 20,
     eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = 24,
-) -> None:
+    as_json: JsonFlag = False,
+) -> dict | None:
     """Run the whole pipeline offline on the embedded model: calibrate -> init -> train -> merge -> eval -> push (local)."""
-    demo_workflow.demo(output, demo_workflow.DemoSettings(model=model, steps=steps, eval_samples=eval_samples))
+    return demo_workflow.demo(output, demo_workflow.DemoSettings(model=model, steps=steps, eval_samples=eval_samples), progress=not as_json)
 
 
 def main() -> None:
     terminate_like_interrupt()
     try:
-        app()
+        sys.exit(run_app(sys.argv[1:]))
     except SystemExit as done:
         if done.code in (0, None) and launcher.is_helper_rank():
             # A helper rank has written nothing and has nothing to finalise; its interpreter
@@ -280,3 +273,14 @@ def main() -> None:
             os._exit(0)
         raise
 
+
+
+def run_app(argv: list[str]) -> int:
+    """Run the command line; the exit code of one the parser refused (with its --json document)."""
+    try:
+        outcome = app(args=argv, standalone_mode=False)
+    except RefusedCommandLine as refused:
+        return refused_command_line(refused, argv, [command.name for command in typer.main.get_command(app).commands.values()])
+    except typer.Abort:  # a prompt met the end of its input (sclora has none; typer's own)
+        return 1
+    return outcome if isinstance(outcome, int) else 0  # --help and the like exit with their code; a command returns its result
