@@ -37,6 +37,7 @@ from sclora_tools.io.manifest_types import Role
 from tests.chain import fresh_copy, tree_digest
 from tests.cli.commands import assert_clean_failure, leftovers
 from tests.conftest import PUBLISHED
+from tests.documents import failure_of
 from tests.publishing import REPO
 from tests.reliability import damage
 from tests.reliability.processes import wait_until_started
@@ -374,7 +375,8 @@ def run_with_a_signal(forkserver, call: Call) -> None:
     assert child.wait() == call.code, child.stderr
     lines = [line for line in child.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and all(" ".join(p.split()) in lines[0] for p in call.phrases), child.stderr
-    assert child.stdout == "" and "Traceback" not in child.stderr
+    assert "Traceback" not in child.stderr
+    failure_of(child.stdout, call.argv[0], call.code, "interrupted" if call.send == signal.SIGINT else "terminated")  # --json
     assert not call.output.exists() and leftovers(call.output) == []  # the staging was removed on the way out
 
 
@@ -403,7 +405,9 @@ def test_bad_input(case, request, runner, tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         call.check(result)
         return
-    assert_clean_failure(result, call.output, *call.phrases, code=call.code)
+    message = assert_clean_failure(result, call.output, *call.phrases, code=call.code)
+    if "--json" in call.argv:
+        assert " ".join(failure_of(result.stdout, call.argv[0], call.code)["message"].split()) in " ".join(message.split())
     if call.check is not None:
         call.check(result)
     if call.unchanged is not None:
