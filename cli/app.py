@@ -278,7 +278,7 @@ def main() -> None:
 def run_app(argv: list[str]) -> int:
     """Run the command line; the exit code of one the parser refused (with its --json document)."""
     try:
-        outcome = app(args=argv, standalone_mode=False)
+        outcome = app(args=argv, prog_name="sclora", standalone_mode=False)
     except RefusedCommandLine as refused:
         return refused_command_line(refused, argv, [command.name for command in typer.main.get_command(app).commands.values()])
     except typer.Abort:  # a prompt met the end of its input (sclora has none; typer's own)

@@ -41,7 +41,7 @@ class DemoSettings:
 
 
 def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
-    """Run every stage into `output_dir`; returns {stage: seconds} and the key results."""
+    """Run every stage into `output_dir`; returns where, the settings, {stage: seconds} and the key results."""
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     timings, started = {}, time.time()
@@ -60,7 +60,7 @@ def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSe
                     max_length=s.train_length, samples=s.steps * s.batch_size, progress=progress)
     merged = timed("merge", merge, root / "trained", root / "merged", progress=progress)
     runs = {stage: Manifest.from_dict(manifest) for stage, manifest in (("init", initialised), ("train", trained), ("merge", merged))}
-    results = {"settings": asdict(s), "seconds": timings, "init": runs["init"].raw["summary"], "train": runs["train"].raw["summary"],
+    results = {"output": str(root), "settings": asdict(s), "seconds": timings, "init": runs["init"].raw["summary"], "train": runs["train"].raw["summary"],
                "verification_passed": runs["merge"].verification.passed}
     results.update(evaluate_and_publish(root, s, timed, progress))
     timings["total"] = round(time.time() - started, 1)
