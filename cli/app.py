@@ -251,12 +251,15 @@ def push(
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where the demo's artefacts go.")] = Path("sclora-demo"),
     model: Annotated[str, typer.Option(help="Model to run on (default: the embedded SmolLM2-135M-Instruct).")] = "smollm2-135m-instruct",
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 20,
-    eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = 24,
+    samples: Annotated[int, typer.Option(help="Rows per calibration set.")] = demo_workflow.DemoSettings.samples,
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = demo_workflow.DemoSettings.rank,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = demo_workflow.DemoSettings.steps,
+    eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = demo_workflow.DemoSettings.eval_samples,
     as_json: JsonFlag = False,
 ) -> dict | None:
     """Run the whole pipeline offline on the embedded model: calibrate -> init -> train -> merge -> eval -> push (local)."""
-    return demo_workflow.demo(output, demo_workflow.DemoSettings(model=model, steps=steps, eval_samples=eval_samples), progress=not as_json)
+    settings = demo_workflow.DemoSettings(model=model, samples=samples, rank=rank, steps=steps, eval_samples=eval_samples)
+    return demo_workflow.demo(output, settings, progress=not as_json)
 
 
 def main() -> None:
