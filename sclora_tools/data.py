@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -65,10 +65,14 @@ def registry() -> dict[str, dict]:
 
 
 def resolve_dataset(argument: str) -> DatasetSpec:
-    """Registry short name, local file, or Hub dataset id `ORG/NAME[@revision][:split]`."""
+    """Registry short name (a Hub one with an optional `:split`), local file, or Hub dataset id
+    `ORG/NAME[@revision][:split]`."""
     table = registry()
     if argument in table:
         return spec_from_registry(argument, table[argument])
+    name, _, split = argument.partition(":")
+    if split and table.get(name, {}).get("source") == "hub":  # another split of a registry Hub dataset: samsum:test
+        return replace(spec_from_registry(name, table[name]), name=argument, split=split)
     path = Path(argument).expanduser()
     if path.suffix.lower() in LOCAL_SUFFIXES:
         if not path.is_file():

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 SAMSUM_REPO = "knkarthick/samsum"  # the registry's `samsum` entry
 NAMES = ("Amanda", "Jerry", "Olivia", "Tom", "Lena", "Marco")
 THINGS = ("cookies", "the tickets", "a charger", "the keys", "some soup", "the slides", "a bike", "the recipe")
@@ -38,9 +41,6 @@ def samsum_rows(split: str) -> list[dict]:
 
 
 def parquet_bytes(rows: list[dict]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), sink)
     return sink.getvalue()
