@@ -131,14 +131,21 @@ def read_local_file(path: Path) -> list[dict]:
         if suffix == ".csv":
             with open(path, encoding="utf-8", newline="") as handle:
                 return list(csv.DictReader(handle))
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return read_parquet(path)
     except UnicodeDecodeError as exc:
         raise InputError(f"{path} is not UTF-8 text (it holds the byte 0x{exc.object[exc.start:exc.start + 1].hex()}, which UTF-8 "
                          "cannot decode there); re-save it as UTF-8.") from exc
     except (json.JSONDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path} as {suffix[1:]} ({exc}); fix the file or convert it.") from exc
+
+
+def read_parquet(path: Path) -> list[dict]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError(f"reading {path.name} needs pyarrow, which is not installed: `pip install pyarrow`, or convert "
+                         "the data to .jsonl.") from None
+    return pq.read_table(path).to_pylist()
 
 
 def read_json(text: str) -> list[dict]:
