@@ -13,6 +13,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from sclora_tools import data
 from sclora_tools.errors import InputError, RemoteError
 from sclora_tools.io.hub_datasets import glob_regex, split_files
+from tests.hubdouble.client import close_hf_session
 from tests.hubdouble.dataset_repos import SAMSUM_REPO, parquet_bytes, samsum_rows, serve_samsum
 
 WHERE = "org/set at commit abc"
@@ -152,3 +153,13 @@ def test_hf_endpoint_is_read_when_the_dataset_is_loaded(fake_hub, monkeypatch):
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")
     assert data.load_dataset_rows("samsum", 4, 0).record["commit"] == fake_hub.head(f"datasets/{SAMSUM_REPO}")
     assert fake_hub.requests_to(r"^/datasets/knkarthick/samsum/resolve/", method="GET")
+
+
+def test_a_hub_that_is_down_falls_back_to_the_cache(fake_hub):
+    serve_samsum(fake_hub)
+    online = data.load_dataset_rows("samsum", 8, 1)
+    fake_hub.stop()
+    close_hf_session()  # no pooled connection to the stopped server: connection refused from now on
+    assert data.load_dataset_rows("samsum", 8, 1).rows == online.rows
+    with pytest.raises(RemoteError, match="cannot reach the Hub at http://127.0.0.1.* dataset org/never.*not in the local cache"):
+        data.load_dataset_rows("org/never", 8, 1)
