@@ -4,7 +4,6 @@ discovery of target layers and of which targets share one input."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from . import embedded, ui
 from .errors import InputError, NumericalError, UsageError
 from .io.checkpoint import weight_files
 from .io.hashing import sha256_file
+from .io.hub import hub_endpoint, hub_offline
 
 HUB_FILE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -58,10 +58,12 @@ def download_model(spec: str) -> ModelSource:
     repo_id, _, revision = spec.partition("@")
     if repo_id.count("/") != 1 or repo_id.startswith(("/", ".")):
         raise InputError(f"model {spec!r} is neither a local directory nor a Hub id like ORG/NAME[@revision]; check the path.")
+    offline = hub_offline()
     try:
-        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=HUB_FILE_PATTERNS))
+        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=HUB_FILE_PATTERNS, local_files_only=offline,
+                                      endpoint=hub_endpoint()))
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as exc:
-        offline = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        offline = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if offline else ""
         raise InputError(f"cannot fetch model {spec!r} from the Hub{offline}; pass a local model directory instead.") from exc
     weight_files(path)
     return ModelSource(spec=spec, repo_id=repo_id, revision=path.name, path=path)

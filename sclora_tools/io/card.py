@@ -32,7 +32,7 @@ WHATS = ("all", "merged", "lora")
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#!|~&$])")
-CALIBRATION_KEYS = ("role", "name", "kind", "source", "revision", "split", "samples", "tokens", "texts_sha256")
+CALIBRATION_KEYS = ("role", "name", "kind", "source", "revision", "commit", "split", "samples", "tokens", "texts_sha256")
 METADATA_ORDER = ["license", "license_name", "license_link", "base_model", "base_model_relation", "library_name",
                   "pipeline_tag", "tags", "datasets", "model-index", "sclora"]
 TEMPLATE = "model_card.md.j2"

@@ -99,13 +99,15 @@ class DatasetRecord(Record):
     tokens: int | None = None
     texts_sha256: str | None = None
     truncated: int | None = None  # samples cut at --max-length (None: not counted by the tool that wrote it)
+    commit: str | None = None  # a Hub dataset: the commit `revision` resolved to
+    data_files: tuple[str, ...] = ()  # a Hub dataset: the split's files read at that commit
 
     @classmethod
     def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return {**values, "role": Role.parse(values.get("role"))}
+        return {**values, "role": Role.parse(values.get("role")), "data_files": as_tuple(values.get("data_files"))}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "role": self.role.value}
+        return {**asdict(self), "role": self.role.value, "data_files": list(self.data_files)}
 
 
 @dataclass(frozen=True)

@@ -201,8 +201,8 @@ def assemble(target: Target, sets: dict, outcomes: dict, settings: dict, seconds
         "tool": {"name": "sclora-tools", "version": __version__},
         "model": target.record,
         "metrics": metrics,
-        "sets": {role: {**evalset.loaded.spec.describe(), "rows": evalset.loaded.total_rows, "samples": len(evalset.examples)}
-                 for role, evalset in sets.items()},
+        "sets": {role: {**evalset.loaded.spec.describe(), **evalset.loaded.record, "rows": evalset.loaded.total_rows,
+                        "samples": len(evalset.examples)} for role, evalset in sets.items()},
         "settings": settings,
         "seconds": {**{role: outcome.seconds for role, outcome in outcomes.items()}, "total": round(seconds, 2)},
         "examples": {role: outcome.examples for role, outcome in outcomes.items()},

@@ -60,8 +60,8 @@ def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSe
                     max_length=s.train_length, samples=s.steps * s.batch_size, progress=progress)
     merged = timed("merge", merge, root / "trained", root / "merged", progress=progress)
     runs = {stage: Manifest.from_dict(manifest) for stage, manifest in (("init", initialised), ("train", trained), ("merge", merged))}
-    results = {"output": str(root), "settings": asdict(s), "seconds": timings, "init": runs["init"].raw["summary"], "train": runs["train"].raw["summary"],
-               "verification_passed": runs["merge"].verification.passed}
+    results = {"output": str(root), "settings": asdict(s), "seconds": timings, "init": runs["init"].raw["summary"],
+               "train": runs["train"].raw["summary"], "verification_passed": runs["merge"].verification.passed}
     results.update(evaluate_and_publish(root, s, timed, progress))
     timings["total"] = round(time.time() - started, 1)
     show_summary(results, runs, root)

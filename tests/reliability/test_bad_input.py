@@ -38,6 +38,7 @@ from tests.chain import fresh_copy, tree_digest
 from tests.cli.commands import assert_clean_failure, leftovers
 from tests.conftest import PUBLISHED
 from tests.documents import failure_of
+from tests.hubdouble.dataset_repos import serve_samsum
 from tests.publishing import REPO
 from tests.reliability import damage
 from tests.reliability.processes import wait_until_started
@@ -181,6 +182,18 @@ def nan_in_weights(r: Rows) -> Call:
 def offline_hub_model(r: Rows) -> Call:
     return Call(r.calibrate("fake-org/never-downloaded"), InputError.exit_code, ("fake-org/never-downloaded", "HF_HUB_OFFLINE",
                 "local model directory"), r.out(), env={"HF_HUB_OFFLINE": "1"})
+
+
+def offline_hub_dataset(r: Rows) -> Call:
+    r.fixture("fake_hub")  # an empty Hub cache of its own
+    return Call(r.calibrate(r.model, "samsum"), InputError.exit_code, ("samsum (knkarthick/samsum) is not in the local Hub cache",
+                "HF_HUB_OFFLINE", "the bundled stand-in dialogsum"), r.out(), env={"HF_HUB_OFFLINE": "1"})
+
+
+def hub_dataset_without_the_split(r: Rows) -> Call:
+    serve_samsum(r.fixture("fake_hub"))
+    return Call(r.calibrate(r.model, "samsum:dev"), InputError.exit_code, ("has no split 'dev'", "test, train, validation",
+                "ORG/NAME:SPLIT"), r.out())
 
 
 # ----------------------------------------------------------------------------- rows: init
@@ -338,6 +351,8 @@ CASES = {
     "needs trust_remote_code": needs_trust_remote_code,
     "NaN in weights": nan_in_weights,
     "offline with a Hub id": offline_hub_model,
+    "offline with a Hub dataset not cached": offline_hub_dataset,
+    "a Hub dataset without the split": hub_dataset_without_the_split,
     "rank > min(d_out, d_in)": rank_too_large,
     "rank <= 0": rank_not_positive,
     "beta outside [0, 1]": beta_out_of_range,
