@@ -154,14 +154,15 @@ def model_argument(model: ModelRecord) -> str:
 
 
 def data_argument(record: DatasetRecord | None) -> str | None:
-    """A dataset as the command line names it: its registry name, its file, or its Hub id with the
-    revision and split that were read."""
+    """A dataset as the command line names it: its registry name, its file, or its Hub id pinned to
+    the commit that was read, with its split."""
     if record is None:
         return None
     if record.kind == "file":
         return record.source
     if record.kind == "hub" and record.source and "/" in str(record.name or "/"):
-        revision = f"@{record.revision}" if record.revision else ""
+        pinned = record.commit or record.revision  # the commit the revision resolved to, when recorded
+        revision = f"@{pinned}" if pinned else ""
         split = f":{record.split}" if record.split and record.split != "train" else ""
         return f"{record.source}{revision}{split}"
     return record.name

@@ -70,6 +70,8 @@ def test_samples_is_given_only_when_a_subset_was_drawn(merged_run):
     (DatasetRecord(role=Role.POS, name="samsum", kind="hub", source="knkarthick/samsum", split="train"), "samsum"),  # registry name
     (DatasetRecord(role=Role.POS, name="org/d@v1:test", kind="hub", source="org/d", split="test", revision="v1"), "org/d@v1:test"),
     (DatasetRecord(role=Role.POS, name="org/d", kind="hub", source="org/d", split="train", revision="abc123"), "org/d@abc123"),
+    (DatasetRecord(role=Role.POS, name="org/d:test", kind="hub", source="org/d", split="test", commit="f00d"), "org/d@f00d:test"),
+    (DatasetRecord(role=Role.POS, name="org/d@main", kind="hub", source="org/d", split="train", revision="main", commit="f00d"), "org/d@f00d"),
     (DatasetRecord(role=Role.NEG, name="safety", kind="bundled", source="safety_train.jsonl"), "safety"),
     (DatasetRecord(role=Role.NEG, name="n.csv", kind="file", source="/home/u/n.csv"), "/home/u/n.csv"),
 ])
