@@ -277,7 +277,6 @@ def main() -> None:
         raise
 
 
-
 def run_app(argv: list[str]) -> int:
     """Run the command line; the exit code of one the parser refused (with its --json document)."""
     try:

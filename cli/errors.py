@@ -113,6 +113,6 @@ def refused_command_line(error: RefusedCommandLine, argv: list[str], command_nam
     message on stderr as usual, and with --json a failure document of kind "usage". Returns the code."""
     rich_utils.rich_format_error(error)
     if "--json" in argv:
-        named = next((word for word in argv if word in command_names), None)
+        named = argv[0] if argv and argv[0] in command_names else None  # sclora has no options before the command
         machine_output.write(machine_output.failure(named, error.exit_code, UsageError.kind, error.format_message()))
     return error.exit_code
