@@ -4,6 +4,7 @@ discovery of target layers and of which targets share one input."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,15 +126,18 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """No "Loading weights" bar and no advice from transformers while it loads: our own output is the
-    stage's progress and summary, and a load that fails becomes our one sentence."""
+    """No "Loading weights" bar, no advice and no deprecation notices (PEFT calls transformers'
+    deprecated `is_gradient_checkpointing`) from the libraries while they load: our own output is
+    the stage's progress and summary, and a load that fails becomes our one sentence."""
     from transformers.utils import logging as transformers_logging
 
     was_enabled, verbosity = transformers_logging.is_progress_bar_enabled(), transformers_logging.get_verbosity()
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
+            yield
     finally:
         transformers_logging.set_verbosity(verbosity)
         if was_enabled:

@@ -164,7 +164,8 @@ def load_for_eval(target: Target, device: torch.device):
     if target.adapter_dir is not None:
         from peft import PeftModel
 
-        model = folded_if_exact_enough(PeftModel.from_pretrained(model, target.adapter_dir))
+        with models.quiet_loading():
+            model = folded_if_exact_enough(PeftModel.from_pretrained(model, target.adapter_dir))
     return model.to(device).eval(), models.load_tokenizer(target.model_dir)
 
 
