@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -79,13 +78,11 @@ def calibrate(
     """Run the model over + and - data and store the covariances of every target layer.
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        manifest = calibrate_stage.calibrate(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
-                       targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
-                       accumulate_dtype=accumulate_dtype, for_methods=for_methods, storage=storage, sequential=sequential,
-                       device_map=device_map, checkpoint_every=checkpoint_every, resume=resume, trust_remote_code=trust_remote_code,
-                       progress=not as_json)
+    manifest = calibrate_stage.calibrate(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
+                   targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
+                   accumulate_dtype=accumulate_dtype, for_methods=for_methods, storage=storage, sequential=sequential,
+                   device_map=device_map, checkpoint_every=checkpoint_every, resume=resume, trust_remote_code=trust_remote_code,
+                   progress=not as_json)
     return manifest  # None on ranks other than 0 of a distributed run: they print nothing
 
 
@@ -165,12 +162,10 @@ def train(
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes;
     --batch-size is per process)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
-                       batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
-                       freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
-                       save_steps=save_steps, progress=not as_json)
+    manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
+                   batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
+                   freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
+                   save_steps=save_steps, progress=not as_json)
     return manifest  # None on ranks other than 0 of a distributed run: they print nothing
 
 
@@ -212,11 +207,9 @@ def eval_command(
     as_json: JsonFlag = False,
 ) -> dict | None:
     """Refusal rate, over-refusal, ROUGE, knowledge exact match and reference NLLs on held-out sets."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        result = evaluate_stage.evaluate(model, safety=safety, benign=benign, utility=utility, knowledge=knowledge, samples=samples,
-                     max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, output=output, judge=judge,
-                     seed=seed, device=device, progress=not as_json)
+    result = evaluate_stage.evaluate(model, safety=safety, benign=benign, utility=utility, knowledge=knowledge, samples=samples,
+                 max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, output=output, judge=judge,
+                 seed=seed, device=device, progress=not as_json)
     return result
 
 
