@@ -109,6 +109,12 @@ class DatasetRecord(Record):
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "role": self.role.value, "data_files": list(self.data_files)}
 
+    @property
+    def argument(self) -> str | None:
+        """What to pass as --pos/--data to read this dataset again: a local file by its full path
+        (`name` is only the file's name), anything else by the name it was given."""
+        return self.source if self.kind == "file" and self.source else self.name
+
 
 @dataclass(frozen=True)
 class SiteRecord(Record):
