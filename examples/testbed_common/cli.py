@@ -21,7 +21,8 @@ def grid_arguments(parser: argparse.ArgumentParser, configs: list[Config], defau
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--jobs", type=int, default=1, help="fine-tunes run at once (each gets cpu_count/jobs threads)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="fine-tunes run at once (each gets torch.get_num_threads()/jobs threads; OMP_NUM_THREADS sets it)")
     parser.add_argument("--table-only", action="store_true", help="print and write results.md from --out without running anything")
 
 

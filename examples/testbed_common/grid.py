@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import shutil
 import sys
 import time
@@ -65,6 +64,7 @@ class RateRule:
     seed: int = 0
 
     def describe(self, config: Config, rate) -> str:
+        """How a planned rate of `config` was chosen."""
         if config.name == self.reference:
             return "reference"
         if rate == MATCHED or rate != self.lr:
@@ -218,7 +218,7 @@ def resolve_rates(store: Store, configs: list[Config], all_configs: list[Config]
                   training: Training, workers: int) -> dict[str, float]:
     """First pass: run the probes not yet measured, then each MATCHED configuration's rate."""
     points = probe_points(configs, all_configs, rule)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, torch.get_num_threads() // workers)
     missing = [job_for(c, lr, rule.seed, out, training, threads, None, {}) for c, lr in points
                if store.norm_at(c.name, lr, rule.seed) is None]
     make_inits(missing, calib, training.rank)
@@ -246,7 +246,7 @@ def run_grid(store: Store, configs: list[Config], all_configs: list[Config], rul
     rates = known_rates(store, all_configs, rule)
     if needs_probe(configs, args.lrs):
         rates.update(resolve_rates(store, configs, all_configs, rule, calib, args.out, training, args.jobs))
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = max(1, torch.get_num_threads() // args.jobs)
     done = store.done()
     jobs = [j for j in plan(configs, rates, args.seeds, args.lrs, args.out, training, threads, evaluator, eval_args)
             if (j["config"]["name"], j["lr"], j["seed"]) not in done]

@@ -30,14 +30,15 @@ def fmt(values: list) -> str:
     return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
 
 
-def planned(configs: list[Config], rates: dict[str, float], rows: list[dict]) -> list[tuple[Config, float | str]]:
-    """Every (config, rate) of the grid in table order: the rates it plans (a MATCHED one by its
-    measured value, or MATCHED while unmeasured), then any other rate a row ran at."""
+def planned(configs: list[Config], rates: dict[str, float], rows: list[dict]) -> list[tuple[Config, float | str, bool]]:
+    """Every (config, rate, in the plan) of the grid in table order: the rates it plans (a MATCHED
+    one by its measured value, or MATCHED while unmeasured), then any other rate a row ran at."""
     entries = []
     for config in configs:
         known = [rates.get(config.name, MATCHED) if rate == MATCHED else rate for rate in config.rates]
         extra = sorted({r["lr"] for r in rows if r["config"] == config.name} - {k for k in known if k != MATCHED})
-        entries += [(config, rate) for rate in sorted(known, key=lambda r: (r == MATCHED, 0.0 if r == MATCHED else r)) + extra]
+        ordered = sorted(known, key=lambda r: (r == MATCHED, 0.0 if r == MATCHED else r))
+        entries += [(config, rate, True) for rate in ordered] + [(config, rate, False) for rate in extra]
     return entries
 
 
@@ -47,8 +48,8 @@ def table(configs: list[Config], rates: dict[str, float], rows: list[dict], refe
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines.append(f"| {before_label} | - | - | " + " | ".join(fmt([reference.get(c.key)]) for c in columns)
                  + " | - | - | - | - |")
-    for config, rate in planned(configs, rates, rows):
-        lines.append(row_line(config, rate, rows, columns, rule, seeds))
+    for config, rate, in_plan in planned(configs, rates, rows):
+        lines.append(row_line(config, rate, in_plan, rows, columns, rule, seeds))
     return "\n".join(lines)
 
 
@@ -56,8 +57,8 @@ def not_run(count: int) -> str:
     return " | ".join([NOT_RUN, *["-"] * (count - 1)])
 
 
-def row_line(config: Config, rate, rows: list[dict], columns: tuple[Column, ...], rule: RateRule, seeds: int) -> str:
-    rule_text = rule.describe(config, rate)
+def row_line(config: Config, rate, in_plan: bool, rows: list[dict], columns: tuple[Column, ...], rule: RateRule, seeds: int) -> str:
+    rule_text = rule.describe(config, rate) if in_plan else "outside the plan"
     blanks = not_run(len(columns) + len(TRAILING))
     if rate == MATCHED:
         return f"| {config.name} | matched, not measured yet | {rule_text} | {blanks} | 0 of {seeds} | - |"
