@@ -74,10 +74,13 @@ class RateRule:
 
 @dataclass(frozen=True)
 class Training:
+    """Every run's fine-tune; data None = the calibration's D+ by its registry name."""
+
     steps: int
     rank: int
     batch_size: int
     max_length: int
+    data: str | None = None
 
 
 def matched_rate(probe_lr: float, probe_norm: float, target_norm: float) -> float:
@@ -134,7 +137,8 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     run, config, training = Path(job["dir"]), job["config"], job["training"]
     started = time.time()
-    trained = train(Path(job["init"]), run / "trained", max_steps=training["steps"], lr=job["lr"], batch_size=training["batch_size"],
+    trained = train(Path(job["init"]), run / "trained", data_argument=training["data"], max_steps=training["steps"], lr=job["lr"],
+                    batch_size=training["batch_size"],
                     max_length=training["max_length"], seed=job["seed"], freeze_a=config["freeze_a"], freeze_b=config["freeze_b"],
                     progress=False)
     shutil.rmtree(run / "trained" / "checkpoints", ignore_errors=True)
@@ -215,14 +219,15 @@ def probe_measurements(store: Store, all_configs: list[Config], rule: RateRule) 
 
 
 def resolve_rates(store: Store, configs: list[Config], all_configs: list[Config], rule: RateRule, calib: Path, out: Path,
-                  training: Training, workers: int) -> dict[str, float]:
-    """First pass: run the probes not yet measured, then each MATCHED configuration's rate."""
+                  training: Training, workers: int, evaluator, eval_args: dict) -> dict[str, float]:
+    """First pass: run the probes not yet measured, then each MATCHED configuration's rate. A probe
+    point that is also a chosen grid row (the reference at its rate) runs as that row, evaluated."""
     points = probe_points(configs, all_configs, rule)
     threads = max(1, torch.get_num_threads() // workers)
-    missing = [job_for(c, lr, rule.seed, out, training, threads, None, {}) for c, lr in points
-               if store.norm_at(c.name, lr, rule.seed) is None]
+    missing = [job_for(c, lr, rule.seed, out, training, threads, evaluator if c in configs and lr in c.rates else None, eval_args)
+               for c, lr in points if store.norm_at(c.name, lr, rule.seed) is None]
     make_inits(missing, calib, training.rank)
-    run_jobs(missing, workers, store.add_probe)
+    run_jobs(missing, workers, lambda row: store.add_row(row) if "eval_seconds" in row else store.add_probe(row))
     target = store.norm_at(rule.reference, rule.lr, rule.seed)
     return {c.name: matched_rate(lr, store.norm_at(c.name, lr, rule.seed), target) for c, lr in points[1:]}
 
@@ -245,7 +250,7 @@ def run_grid(store: Store, configs: list[Config], all_configs: list[Config], rul
     """Probe pass (when a chosen configuration has a MATCHED rate), then every missing grid row."""
     rates = known_rates(store, all_configs, rule)
     if needs_probe(configs, args.lrs):
-        rates.update(resolve_rates(store, configs, all_configs, rule, calib, args.out, training, args.jobs))
+        rates.update(resolve_rates(store, configs, all_configs, rule, calib, args.out, training, args.jobs, evaluator, eval_args))
     threads = max(1, torch.get_num_threads() // args.jobs)
     done = store.done()
     jobs = [j for j in plan(configs, rates, args.seeds, args.lrs, args.out, training, threads, evaluator, eval_args)

@@ -59,7 +59,7 @@ def test_plan_has_every_row_at_every_seed_once_the_rates_are_measured(module, tm
     assert [j["seed"] for j in jobs] == sorted(j["seed"] for j in jobs), "seed by seed"
     for job in jobs:
         assert flags(Config(**job["config"]))[:4] == expected_flags(module, job["config"]["name"])
-        assert job["training"] == {"steps": 30, "rank": 32, "batch_size": 4, "max_length": 320}
+        assert job["training"] == {"steps": 30, "rank": 32, "batch_size": 4, "max_length": 320, "data": None}
         assert job["evaluator"] is module.evaluate_run
 
 
