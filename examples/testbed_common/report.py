@@ -73,7 +73,7 @@ def row_line(config: Config, rate, in_plan: bool, rows: list[dict], columns: tup
 
 def probes_table(measured: list[tuple[str, float, float | None]], rates: dict[str, float], rule: RateRule) -> str:
     """The first pass: (configuration, probe lr, |dW|_F or None) and the matched rate each gave."""
-    lines = [f"| probe (seed {rule.seed}, train only) | lr | update norm | matched rate |", "|---|---|---|---|"]
+    lines = [f"| probe (seed {rule.seed}) | lr | update norm | matched rate |", "|---|---|---|---|"]
     for name, lr, norm in measured:
         result = "target" if name == rule.reference else (f"{rates[name]:g}" if name in rates else "-")
         lines.append(f"| {name} | {lr:g} | {NOT_RUN if norm is None else f'{norm:.3f}'} | {result} |")
