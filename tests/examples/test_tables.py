@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 
 from testbed_common.grid import MATCHED, Config, RateRule
@@ -65,15 +64,15 @@ def test_probe_table_gives_each_measured_rate():
     assert "| CorDA KPA | 0.002 | not run yet | - |" in markdown
 
 
-def test_the_committed_safety_results_render_with_the_new_rows_not_run(tmp_path):
+def test_the_committed_safety_results_render_with_the_new_rows_not_run(tmp_path, monkeypatch, capsys):
     """--table-only over the committed results: every old row as before, every new one marked."""
     for name in ("results.json", "aligned_eval.json"):
         shutil.copy(EXAMPLES / "safety_testbed" / "results" / name, tmp_path / name)
-    done = subprocess.run([sys.executable, str(EXAMPLES / "safety_testbed" / "run.py"), "--table-only", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    written = (tmp_path / "results.md").read_text()
     safety = load_script("safety_testbed/run.py", "safety_testbed_run")
+    monkeypatch.setattr(sys, "argv", ["run.py", "--table-only", "--out", str(tmp_path)])
+    safety.main()
+    written = (tmp_path / "results.md").read_text()
+    assert written.split("\n", 2)[2] in capsys.readouterr().out
     saved = json.loads((tmp_path / "results.json").read_text())["rows"]
     for name in {r["config"] for r in saved}:
         assert f"| {name} | " in written
@@ -81,3 +80,5 @@ def test_the_committed_safety_results_render_with_the_new_rows_not_run(tmp_path)
         if MATCHED in config.rates:
             assert f"| {config.name} | matched, not measured yet |" in written
     assert "| LoRA | 0.002 | reference | 0.903 +- 0.035 |" in written
+    assert written.split("\n", 2)[2] == (EXAMPLES / "safety_testbed" / "results" / "results.md").read_text().split("\n", 2)[2], \
+        "the committed results.md is what --table-only prints"
