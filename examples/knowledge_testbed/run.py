@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from math_task import accuracy  # noqa: E402
 from split import write_split  # noqa: E402
-from testbed_common.cli import chosen, grid_arguments, read_reference, write_tables  # noqa: E402
-from testbed_common.grid import Config, RateRule, Store, Training, known_rates, run_grid  # noqa: E402
+from testbed_common.cli import chosen, grid_arguments, saved_grid, write_tables  # noqa: E402
+from testbed_common.grid import Config, RateRule, Store, Training, run_grid  # noqa: E402
 from testbed_common.report import Column  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -119,8 +119,7 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     if args.table_only:
-        store = Store(args.out, None)
-        rates, reference = known_rates(store, CONFIGS, RULE), read_reference(args.out / "base_eval.json")
+        store, rates, reference = saved_grid(args.out, CONFIGS, RULE, "base_eval.json")
     else:
         source = models.resolve_model(MODEL)
         calibration_rows, evaluation_rows = write_split([json.loads(line) for line in KNOWLEDGE_FILE.open()], args.out / "data")

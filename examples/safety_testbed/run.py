@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from align import align, default_out  # noqa: E402
-from testbed_common.cli import chosen, grid_arguments, read_reference, write_tables  # noqa: E402
-from testbed_common.grid import Config, RateRule, Store, Training, known_rates, run_grid  # noqa: E402
+from testbed_common.cli import chosen, grid_arguments, saved_grid, write_tables  # noqa: E402
+from testbed_common.grid import Config, RateRule, Store, Training, run_grid  # noqa: E402
 from testbed_common.report import Column  # noqa: E402
 
 HIGH_LR = 2e-3
@@ -114,8 +114,7 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     if args.table_only:
-        store = Store(args.out, None)
-        rates, reference = known_rates(store, CONFIGS, RULE), read_reference(args.out / "aligned_eval.json")
+        store, rates, reference = saved_grid(args.out, CONFIGS, RULE, "aligned_eval.json")
     else:
         args.out.mkdir(parents=True, exist_ok=True)
         aligned = align(args.aligned or default_out(args.align_epochs, args.align_lr), epochs=args.align_epochs, lr=args.align_lr,

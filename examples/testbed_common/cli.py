@@ -30,10 +30,14 @@ def chosen(configs: list[Config], args) -> list[Config]:
     return [c for c in configs if c.name in args.configs]
 
 
-def read_reference(path: Path) -> dict:
+def saved_grid(out: Path, configs: list[Config], rule: RateRule, reference_file: str) -> tuple[Store, dict, dict]:
+    """For --table-only: the rows and probes in --out, the rates they measured, and the metrics of
+    the model before fine-tuning."""
+    path = out / reference_file
     if not path.is_file():
         sys.exit(f"{path} is missing: the model before fine-tuning was never evaluated in this --out; run without --table-only first.")
-    return json.loads(path.read_text())["metrics"]
+    store = Store(out, None)
+    return store, known_rates(store, configs, rule), json.loads(path.read_text())["metrics"]
 
 
 def write_tables(out: Path, store: Store, configs: list[Config], rates: dict, reference: dict, before_label: str,
