@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from math_task import accuracy  # noqa: E402
 from split import write_split  # noqa: E402
-from testbed_common.cli import chosen, grid_arguments, saved_grid, write_tables  # noqa: E402
+from testbed_common.cli import chosen, grid_arguments, rate_rule, saved_grid, write_tables  # noqa: E402
 from testbed_common.grid import Config, RateRule, Store, Training, run_grid  # noqa: E402
 from testbed_common.report import Column  # noqa: E402
 
@@ -118,8 +118,9 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
+    rule = rate_rule(RULE, args)
     if args.table_only:
-        store, rates, reference = saved_grid(args.out, CONFIGS, RULE, "base_eval.json")
+        store, rates, reference = saved_grid(args.out, CONFIGS, rule, "base_eval.json")
     else:
         source = models.resolve_model(MODEL)
         calibration_rows, evaluation_rows = write_split([json.loads(line) for line in KNOWLEDGE_FILE.open()], args.out / "data")
@@ -128,8 +129,8 @@ def main() -> None:
         reference = reference_eval(source.path, args.out, eval_args)
         calib = calibration(source.path, calibration_rows, args.out, args.calibration_samples)
         training = Training(args.steps, args.rank, args.batch_size, args.max_length)
-        rates = run_grid(store, chosen(CONFIGS, args), CONFIGS, RULE, args, calib, training, evaluate_run, eval_args)
-    print(write_tables(args.out, store, CONFIGS, rates, reference, BEFORE, COLUMNS, RULE, len(args.seeds)))
+        rates = run_grid(store, chosen(CONFIGS, args), CONFIGS, rule, args, calib, training, evaluate_run, eval_args)
+    print(write_tables(args.out, store, CONFIGS, rates, reference, BEFORE, COLUMNS, rule, len(args.seeds)))
 
 
 if __name__ == "__main__":

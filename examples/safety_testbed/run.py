@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from align import align, default_out  # noqa: E402
-from testbed_common.cli import chosen, grid_arguments, saved_grid, write_tables  # noqa: E402
+from testbed_common.cli import chosen, grid_arguments, rate_rule, saved_grid, write_tables  # noqa: E402
 from testbed_common.grid import Config, RateRule, Store, Training, run_grid  # noqa: E402
 from testbed_common.report import Column  # noqa: E402
 
@@ -113,8 +113,9 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
+    rule = rate_rule(RULE, args)
     if args.table_only:
-        store, rates, reference = saved_grid(args.out, CONFIGS, RULE, "aligned_eval.json")
+        store, rates, reference = saved_grid(args.out, CONFIGS, rule, "aligned_eval.json")
     else:
         args.out.mkdir(parents=True, exist_ok=True)
         aligned = align(args.aligned or default_out(args.align_epochs, args.align_lr), epochs=args.align_epochs, lr=args.align_lr,
@@ -123,8 +124,8 @@ def main() -> None:
         reference = reference_eval(aligned, args.out, args)
         calib = calibration(aligned, args.out, sorted({c.method for c in CONFIGS}))
         training = Training(args.steps, args.rank, args.batch_size, args.max_length)
-        rates = run_grid(store, chosen(CONFIGS, args), CONFIGS, RULE, args, calib, training, evaluate_run, eval_arguments(args))
-    print(write_tables(args.out, store, CONFIGS, rates, reference, BEFORE, COLUMNS, RULE, len(args.seeds)))
+        rates = run_grid(store, chosen(CONFIGS, args), CONFIGS, rule, args, calib, training, evaluate_run, eval_arguments(args))
+    print(write_tables(args.out, store, CONFIGS, rates, reference, BEFORE, COLUMNS, rule, len(args.seeds)))
     if store.rows:
         plot(store.rows, reference, args.out / "frontier.png")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -23,11 +24,17 @@ def grid_arguments(parser: argparse.ArgumentParser, configs: list[Config], defau
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=1,
                         help="fine-tunes run at once (each gets torch.get_num_threads()/jobs threads; OMP_NUM_THREADS sets it)")
+    parser.add_argument("--probe-lr", type=float, help="rate of the first pass's probes (default: the reference's rate)")
     parser.add_argument("--table-only", action="store_true", help="print and write results.md from --out without running anything")
 
 
 def chosen(configs: list[Config], args) -> list[Config]:
     return [c for c in configs if c.name in args.configs]
+
+
+def rate_rule(rule: RateRule, args) -> RateRule:
+    """The script's rule, with --probe-lr when given."""
+    return rule if args.probe_lr is None else dataclasses.replace(rule, probe_lr=args.probe_lr)
 
 
 def saved_grid(out: Path, configs: list[Config], rule: RateRule, reference_file: str) -> tuple[Store, dict, dict]:

@@ -229,7 +229,14 @@ def resolve_rates(store: Store, configs: list[Config], all_configs: list[Config]
     make_inits(missing, calib, training.rank)
     run_jobs(missing, workers, lambda row: store.add_row(row) if "eval_seconds" in row else store.add_probe(row))
     target = store.norm_at(rule.reference, rule.lr, rule.seed)
-    return {c.name: matched_rate(lr, store.norm_at(c.name, lr, rule.seed), target) for c, lr in points[1:]}
+    return {c.name: rate_of_probe(c.name, lr, store.norm_at(c.name, lr, rule.seed), target) for c, lr in points[1:]}
+
+
+def rate_of_probe(name: str, lr: float, norm: float, target: float) -> float:
+    try:
+        return matched_rate(lr, norm, target)
+    except ValueError as error:
+        sys.exit(f"{name}: {error} (rates.json); if the probe diverged, pass a lower --probe-lr.")
 
 
 def known_rates(store: Store, all_configs: list[Config], rule: RateRule) -> dict[str, float]:
@@ -241,7 +248,7 @@ def known_rates(store: Store, all_configs: list[Config], rule: RateRule) -> dict
     for config in all_configs:
         norm = store.norm_at(config.name, rule.probe_lr, rule.seed)
         if MATCHED in config.rates and norm is not None:
-            rates[config.name] = matched_rate(rule.probe_lr, norm, target)
+            rates[config.name] = rate_of_probe(config.name, rule.probe_lr, norm, target)
     return rates
 
 

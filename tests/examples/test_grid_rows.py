@@ -7,7 +7,8 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-from testbed_common.grid import MATCHED, Config, RateRule, Training, arms, matched_rate, needs_probe, plan, probe_points
+from testbed_common.cli import rate_rule
+from testbed_common.grid import MATCHED, Config, RateRule, Store, Training, arms, matched_rate, needs_probe, plan, probe_points, run_grid
 
 from tests.examples.testbeds import load_script
 
@@ -114,3 +115,19 @@ def test_rate_rule_names_each_rate():
 def test_the_safety_grid_is_chosen_by_name():
     args = Namespace(configs=["PiSSA", "LoRA"])
     assert [c.name for c in safety.chosen(safety.CONFIGS, args)] == ["LoRA", "PiSSA"]
+
+
+def test_a_diverged_probe_stops_the_grid_with_a_sentence(tmp_path):
+    configs = [Config("LoRA", "lora", rates=(2e-3,)), Config("PiSSA", "pissa")]
+    rule = RateRule(reference="LoRA", lr=2e-3, probe_lr=2e-3)
+    store = Store(tmp_path, {"s": 1})
+    store.add_row({"config": "LoRA", "lr": 2e-3, "seed": 0, "update_norm": 13.9})
+    store.add_probe({"config": "PiSSA", "lr": 2e-3, "seed": 0, "update_norm": float("nan"), "train_seconds": 1.0})
+    args = Namespace(lrs=None, seeds=[0], out=tmp_path, jobs=1)
+    with pytest.raises(SystemExit, match="PiSSA: .*lower --probe-lr"):
+        run_grid(Store(tmp_path, {"s": 1}), configs, configs, rule, args, tmp_path / "calib", TRAINING, None, {})
+
+
+def test_probe_lr_option_replaces_the_scripts_probe_rate():
+    assert rate_rule(safety.RULE, Namespace(probe_lr=None)) == safety.RULE
+    assert rate_rule(safety.RULE, Namespace(probe_lr=5e-4)) == RateRule(reference="LoRA", lr=2e-3, probe_lr=5e-4)
