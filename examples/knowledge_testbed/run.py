@@ -22,8 +22,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from sclora_tools import calibrate, models, ui
 from sclora_tools.evaluation.generation import Runner, generate_set, reference_nll
 from sclora_tools.evaluation.scoring import score_knowledge
@@ -59,7 +57,7 @@ MATH_TOKENS, KNOWLEDGE_TOKENS = 64, 24
 
 def measure(model: Path, output: Path, eval_args: dict) -> dict:
     """Math accuracy and knowledge EM (with both reference NLLs) of a model or an sclora run."""
-    device = torch.device("cpu")
+    device = models.pick_device("auto")
     lm, tokenizer = load_for_eval(locate_target(str(model), None), device)
     math_set = load_set("utility", "math-heldout", tokenizer, eval_args["math_samples"], 0)
     knowledge_set = load_set("knowledge", eval_args["knowledge"], tokenizer, None, 0)
