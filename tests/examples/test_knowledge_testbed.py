@@ -83,3 +83,15 @@ def test_heldout_problems_are_not_in_the_training_file():
     heldout = [norm(r["question"]) for r in load("math_heldout.jsonl")]
     assert len(heldout) == len(set(heldout)) == 200 and train.isdisjoint(heldout)
     assert len(train) == 1000
+
+
+def test_measure_scores_both_sets_of_a_model(tiny_fp32, tmp_path):
+    """The testbed's evaluation on the tiny model: every metric present and in range, examples kept."""
+    knowledge = load_script("knowledge_testbed/run.py", "knowledge_testbed_run")
+    _, evaluation = split.write_split(load("knowledge_qa.jsonl")[:12], tmp_path / "data")
+    metrics = knowledge.measure(tiny_fp32, tmp_path / "eval.json", {"batch_size": 4, "math_samples": 3, "knowledge": str(evaluation)})
+    assert set(metrics) == {"math_accuracy", "math_nll", "knowledge_em", "knowledge_nll"}
+    assert 0.0 <= metrics["math_accuracy"] <= 1.0 and 0.0 <= metrics["knowledge_em"] <= 1.0
+    assert metrics["math_nll"] > 0 and metrics["knowledge_nll"] > 0
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["metrics"] == metrics and len(saved["examples"]["math"]) == 3
