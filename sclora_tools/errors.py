@@ -80,3 +80,12 @@ def storage_error(exc: BaseException) -> StorageError | None:
 EXIT_INTERNAL = 70  # an unexpected exception: a bug, reported with a hint to set SCLORA_DEBUG=1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class GateError(ScloraError):
+    """A pipeline's eval gate failed, so nothing was published."""
+
+    exit_code = 8
+
+
+EXIT_NOT_UP_TO_DATE = 1  # `sclora status`: some stage is stale or missing
