@@ -145,6 +145,7 @@ class Facts:
         self.base_id = self.model.id
         self.base_on_hub = is_hub_id(self.base_id) and self.base_id != self.model.path
         self.metrics = numeric_metrics(eval_report)
+        self.gates = [gate for gate in eval_report.get("gates") or [] if isinstance(gate, dict)]  # `sclora run`'s [eval.gates]
 
     # -- metadata ------------------------------------------------------------------------------------------------
 

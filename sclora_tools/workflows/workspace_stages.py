@@ -15,12 +15,12 @@ from ..io.atomic import write_json
 from ..io.checkpoint import parse_size
 from ..io.hashing import sha256_file
 from ..io.manifest import recording_stage
-from ..stages.calibrate import calibrate
-from ..stages.evaluate import evaluate
-from ..stages.init import init
-from ..stages.merge import merge
-from ..stages.push import push
-from ..stages.train import train
+from ..stages import calibrate as calibrate_stage
+from ..stages import evaluate as evaluate_stage
+from ..stages import init as init_stage
+from ..stages import merge as merge_stage
+from ..stages import push as push_stage
+from ..stages import train as train_stage
 from ..workspace.identity import KIND_OF, Expected, sealed
 from ..workspace.loading import Workspace
 from ..workspace.plan import identity_settings, input_folder, input_stages, output_of
@@ -32,14 +32,14 @@ def split_list(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def require(workspace: Workspace, stages: tuple[str, ...] | list[str], given_to: bool = False) -> None:
+def require(workspace: Workspace, stages: tuple[str, ...] | list[str]) -> None:
     """Refuse, before anything runs, a value a stage needs that nobody set; the sentence names the key."""
     config = workspace.config
     if "calibrate" in stages:
         for key, flag in (("pos", "--pos"), ("neg", "--neg")):
             if getattr(config, key) is None:
                 raise UsageError(f"no {'+' if key == 'pos' else '-'} data set: set {key} in sclora.toml or pass {flag}.")
-    if "push" in stages and config.repo_id is None and config.push.to is None and not given_to:
+    if "push" in stages and config.repo_id is None and config.push.to is None:
         raise UsageError("no Hub repo id set: set repo_id in sclora.toml, pass --repo-id ORG/NAME, or publish to a folder "
                          "with push.to / --to DIR.")
 
@@ -50,10 +50,21 @@ def local_repo_id(workspace: Workspace) -> str:
     return f"local/{name}"
 
 
+def push_repo_id(workspace: Workspace, extra: dict[str, Any]) -> str:
+    """The repo id to publish as: the workspace's, or for a folder (push.to / --to) a local name."""
+    if workspace.config.repo_id is not None:
+        return workspace.config.repo_id
+    if workspace.push_to is None:
+        require(workspace, ("push",))
+    return local_repo_id(workspace)
+
+
 def run_stage(workspace: Workspace, stage: str, *, source: Path | None = None, output: Path | None = None,
               extra: dict[str, Any] | None = None, in_pipeline: bool = False, progress: bool = True) -> dict:
     """Run `stage` with the workspace's settings; `source` / `output` override the conventional folders,
     `extra` passes options that only a command has (resume, rebuild_base, dry_run, ...)."""
+    if stage == "push":
+        push_repo_id(workspace, extra or {})  # the missing repo id is named before the missing merge
     sources = stage_sources(workspace, stage, source, in_pipeline)
     wanted = Expected(stage, identity_settings(workspace, stage), {name: digest(path) for name, path in sources.items()})
     conventional = output is None and source is None
@@ -97,7 +108,8 @@ def recorded(stage: str, result: dict) -> dict:
 
 
 def run_calibrate(workspace: Workspace, s: dict, source: Path | None, target: Path, extra: dict, progress: bool) -> dict:
-    return calibrate(s["model"], s["pos"], s["neg"], target, samples=s["samples"], max_length=s["max_length"], batch_size=s["batch_size"],
+    return calibrate_stage.calibrate(s["model"], s["pos"], s["neg"], target, samples=s["samples"], max_length=s["max_length"],
+                     batch_size=s["batch_size"],
                      targets=split_list(s["targets"]), dtype=s["dtype"], device=s["device"], seed=s["seed"], normalization=s["normalize"],
                      accumulate_dtype=s["accumulate_dtype"], for_methods=s["for"], storage=s["storage"], sequential=s["sequential"],
                      device_map=s["device_map"], checkpoint_every=s["checkpoint_every"], resume=extra.get("resume", False),
@@ -105,12 +117,12 @@ def run_calibrate(workspace: Workspace, s: dict, source: Path | None, target: Pa
 
 
 def run_init(workspace: Workspace, s: dict, source: Path | None, target: Path, extra: dict, progress: bool) -> dict:
-    return init(source, target, beta=s["beta"], rank=s["rank"], alpha=s["alpha"], method=s["method"], model=extra.get("model"),
+    return init_stage.init(source, target, beta=s["beta"], rank=s["rank"], alpha=s["alpha"], method=s["method"], model=extra.get("model"),
                 seed=s["seed"], shard_bytes=parse_size(s["shard_size"]), progress=progress)
 
 
 def run_train(workspace: Workspace, s: dict, source: Path | None, target: Path, extra: dict, progress: bool) -> dict:
-    return train(source, target, data_argument=s["data"], samples=s["samples"], epochs=s["epochs"], max_steps=s["max_steps"], lr=s["lr"],
+    return train_stage.train(source, target, data_argument=s["data"], samples=s["samples"], epochs=s["epochs"], max_steps=s["max_steps"], lr=s["lr"],
                  batch_size=s["batch_size"], grad_accum=s["grad_accum"], max_length=s["max_length"], seed=s["seed"], freeze_a=s["freeze_a"],
                  freeze_b=s["freeze_b"], gradient_checkpointing=s["gradient_checkpointing"], bf16=s["bf16"], resume=extra.get("resume", False),
                  save_steps=s["save_steps"], progress=progress)
@@ -118,23 +130,22 @@ def run_train(workspace: Workspace, s: dict, source: Path | None, target: Path, 
 
 def run_merge(workspace: Workspace, s: dict, source: Path | None, target: Path, extra: dict, progress: bool) -> dict:
     rebuild_base = extra.get("rebuild_base")
-    return merge(source, None if rebuild_base is not None else target, rebuild_base=rebuild_base, shard_bytes=parse_size(s["shard_size"]),
+    return merge_stage.merge(source, None if rebuild_base is not None else target, rebuild_base=rebuild_base, shard_bytes=parse_size(s["shard_size"]),
                  progress=progress)
 
 
 def run_eval(workspace: Workspace, s: dict, source: Path | None, target: Path | None, extra: dict, progress: bool) -> dict:
-    return evaluate(str(source), safety=s["safety"], benign=s["benign"], utility=s["utility"], knowledge=s["knowledge"], samples=s["samples"],
+    return evaluate_stage.evaluate(str(source), safety=s["safety"], benign=s["benign"], utility=s["utility"], knowledge=s["knowledge"],
+                    samples=s["samples"],
                     max_new_tokens=s["max_new_tokens"], batch_size=s["batch_size"], adapter=extra.get("adapter"), output=target,
                     judge=s["judge"], seed=s["seed"], device=s["device"], progress=progress)
 
 
 def run_push(workspace: Workspace, s: dict, source: Path | None, target: Path, extra: dict, progress: bool) -> dict:
-    to = extra.get("to") or workspace.push_to
-    repo_id = s["repo_id"] or (local_repo_id(workspace) if to is not None and not extra.get("dry_run") else None)
-    if repo_id is None:
-        require(workspace, ("push",), given_to=False)
-    return push(source, repo_id, private=s["private"], revision=s["revision"], commit_message=s["commit_message"], what=s["what"],
-                dry_run=extra.get("dry_run", False), to=to, keep_local_paths=s["keep_local_paths"], progress=progress)
+    return push_stage.push(source, push_repo_id(workspace, extra), private=s["private"], revision=s["revision"],
+                commit_message=s["commit_message"], what=s["what"],
+                dry_run=extra.get("dry_run", False), to=None if extra.get("dry_run") else workspace.push_to,
+                keep_local_paths=s["keep_local_paths"], progress=progress)
 
 
 RUNNERS = {"calibrate": run_calibrate, "init": run_init, "train": run_train, "merge": run_merge, "eval": run_eval, "push": run_push}

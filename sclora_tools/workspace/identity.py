@@ -79,6 +79,8 @@ def artefact_verdict(directory: Path, stage: str, expected: Expected | None) -> 
 
 
 def interrupted_reason(directory: Path) -> str:
+    if directory.is_dir() and any(directory.iterdir()):
+        return "incomplete: no manifest (an interrupted or failed run)"
     leftovers = glob.glob(str(directory.parent / f".{glob.escape(directory.name)}.tmp-*"))
     return "an interrupted run left only its staging folder" if leftovers else "not run yet"
 

@@ -87,10 +87,22 @@ def load_workspace(pipeline: str | Path | None = None, overrides: Iterable[str] 
     anchor_paths(raw, root)
     for override in overrides:
         apply_override(raw, override)
-    for table, values in (given or {}).items():
-        target = raw if not table else raw.setdefault(table, {})
-        target.update(values)
-    return Workspace(root=root, file=file, config=validate(raw, file))
+    config = validate(raw, f"{file} or the overrides" if file is not None else "the overrides")
+    if any((given or {}).values()):
+        config = with_flags(config, given)
+    return Workspace(root=root, file=file, config=config)
+
+
+def with_flags(config: PipelineConfig, given: Mapping[str, Mapping[str, Any]]) -> PipelineConfig:
+    """The configuration with a command's flags on top. Typer has checked their types; their ranges
+    are the stage's to check, so that its message names the option as the user typed it."""
+    update: dict[str, Any] = dict(given.get("", {}))
+    for table, values in given.items():
+        if table and values:
+            fields = type(getattr(config, table)).model_fields
+            renamed = {next((name for name, f in fields.items() if f.alias == key), key): value for key, value in values.items()}
+            update[table] = getattr(config, table).model_copy(update=renamed)
+    return config.model_copy(update=update)
 
 
 def read_toml(file: Path) -> dict:
@@ -137,22 +149,22 @@ def apply_override(raw: dict, text: str) -> None:
     holder[path[-1]] = value
 
 
-def validate(raw: dict, file: Path | None) -> PipelineConfig:
+def validate(raw: dict, where: str) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UsageError(describe_error(exc.errors()[0], file)) from None
+        raise UsageError(describe_error(exc.errors()[0], where)) from None
 
 
-def describe_error(error: Mapping[str, Any], file: Path | None) -> str:
+def describe_error(error: Mapping[str, Any], where: str) -> str:
+    """One sentence naming the key of sclora.toml or of an override."""
     key = ".".join(str(part) for part in error["loc"])
-    where = f"{file}" if file is not None else "the command line"
     if error["type"] == "extra_forbidden":
         table = str(error["loc"][0]) if len(error["loc"]) > 1 else ""
         known = known_keys(table)
-        return f"unknown key {key} (in {where} or the overrides); the keys{f' of [{table}]' if table else ''} are: {', '.join(known)}."
+        return f"unknown key {key} (in {where}); the keys{f' of [{table}]' if table else ''} are: {', '.join(known)}."
     message = str(error["msg"]).replace("Input should be", "should be")
-    return f"{key} {message}, got {error.get('input')!r} (in {where} or the overrides); fix the value."
+    return f"{key} {message}, got {error.get('input')!r} (in {where}); fix the value."
 
 
 def known_keys(table: str) -> list[str]:
