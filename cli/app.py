@@ -245,8 +245,8 @@ def push(
     """Publish a verified merge to the Hub in one commit, with a model card that records beta and the data.
 
     The token comes from HF_TOKEN or `hf auth login`, never from the command line; HF_ENDPOINT selects a self-hosted hub."""
-    workspace = workspace_for(ctx, "push", {"merge_dir", "dry_run"}, typed_paths=merge_dir is not None)
-    record = run_stage(workspace, "push", source=merge_dir, extra={"dry_run": dry_run}, progress=not as_json)
+    workspace = workspace_for(ctx, "push", {"merge_dir", "dry_run", "to"}, typed_paths=merge_dir is not None)
+    record = run_stage(workspace, "push", source=merge_dir, extra={"dry_run": dry_run, "to": to}, progress=not as_json)
     if as_json:
         emit(record, True)
     elif dry_run:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..io.atomic import write_json
+from ..io.atomic import MANIFEST, write_json
 from ..io.checkpoint import parse_size
 from ..io.hashing import sha256_file
 from ..io.manifest import recording_stage
@@ -21,11 +21,9 @@ from ..stages import init as init_stage
 from ..stages import merge as merge_stage
 from ..stages import push as push_stage
 from ..stages import train as train_stage
-from ..workspace.identity import KIND_OF, Expected, sealed
+from ..workspace.identity import Expected, sealed
 from ..workspace.loading import Workspace
 from ..workspace.plan import identity_settings, input_folder, input_stages, output_of
-
-MANIFEST = "manifest.json"
 
 
 def split_list(text: str | None) -> list[str] | None:
@@ -54,7 +52,7 @@ def push_repo_id(workspace: Workspace, extra: dict[str, Any]) -> str:
     """The repo id to publish as: the workspace's, or for a folder (push.to / --to) a local name."""
     if workspace.config.repo_id is not None:
         return workspace.config.repo_id
-    if workspace.push_to is None:
+    if workspace.push_to is None and extra.get("to") is None:
         require(workspace, ("push",))
     return local_repo_id(workspace)
 
@@ -71,7 +69,7 @@ def run_stage(workspace: Workspace, stage: str, *, source: Path | None = None, o
     target = output if output is not None else None if stage == "eval" and source is not None else output_of(workspace, stage)
     settings, extra = workspace.settings(stage), extra or {}
     with recording_stage(wanted.record()):
-        result = RUNNERS[stage](workspace, settings, primary(stage, sources), target, extra, progress)
+        result = RUNNERS[stage](workspace, settings, primary(sources), target, extra, progress)
     if stage in ("eval", "push") and conventional and result is not None and not extra.get("dry_run"):
         write_json(output_of(workspace, stage), sealed(recorded(stage, result), wanted))
     return result
@@ -88,7 +86,8 @@ def stage_sources(workspace: Workspace, stage: str, source: Path | None, in_pipe
     return found
 
 
-def primary(stage: str, sources: dict[str, Path]) -> Path | None:
+def primary(sources: dict[str, Path]) -> Path | None:
+    """The input the stage function reads (push also covers eval.json in its identity, but reads it itself)."""
     return next(iter(sources.values()), None)
 
 
@@ -144,9 +143,15 @@ def run_eval(workspace: Workspace, s: dict, source: Path | None, target: Path | 
 def run_push(workspace: Workspace, s: dict, source: Path | None, target: Path, extra: dict, progress: bool) -> dict:
     return push_stage.push(source, push_repo_id(workspace, extra), private=s["private"], revision=s["revision"],
                 commit_message=s["commit_message"], what=s["what"],
-                dry_run=extra.get("dry_run", False), to=None if extra.get("dry_run") else workspace.push_to,
+                dry_run=extra.get("dry_run", False), to=push_destination(workspace, extra),
                 keep_local_paths=s["keep_local_paths"], progress=progress)
 
 
+def push_destination(workspace: Workspace, extra: dict) -> Path | None:
+    """--to, else push.to from the file (which --dry-run, a plan only, leaves aside)."""
+    if extra.get("to") is not None:
+        return Path(extra["to"])
+    return None if extra.get("dry_run") else workspace.push_to
+
+
 RUNNERS = {"calibrate": run_calibrate, "init": run_init, "train": run_train, "merge": run_merge, "eval": run_eval, "push": run_push}
-assert set(RUNNERS) == set(KIND_OF) | {"eval", "push"}

@@ -96,6 +96,11 @@ def test_a_second_run_skips_every_stage_and_a_new_beta_re_runs_init_onward(runne
     assert (folder / "sclora" / "calibration" / "manifest.json").read_bytes() == calibration
     init_manifest = json.loads((folder / "sclora" / "init" / "manifest.json").read_text())
     assert init_manifest["config"]["beta"] == 0.5 and init_manifest["pipeline"]["settings"]["beta"] == 0.5
+    forced = run(folder, "init.beta=0.5", only="merge", force=True)
+    assert actions(forced) == {**dict.fromkeys(STAGES, "not selected"), "merge": "ran"}
+    assert [row.state for row in status(load_workspace(start=folder, overrides=["init.beta=0.5"]))] == [
+        "done", "done", "done", "done", "missing", "stale"]  # a re-made merge drops its eval.json; push waits on it
+    assert actions(run(folder, "init.beta=0.5", start="eval")) == {**dict.fromkeys(STAGES[:4], "not selected"), "eval": "ran", "push": "ran"}
     card = (folder / "published" / "README.md").read_text()
     assert "refusal_rate" in card and "gate" in card.lower()
     monkeypatch.chdir(folder)

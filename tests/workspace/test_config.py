@@ -4,6 +4,7 @@ flags over the file, errors that name the key, the CLI defaults against the sche
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import tomllib
 import typer
 
 from sclora_tools.cli import app as cli_app
+from sclora_tools.cli.app import app
 from sclora_tools.errors import UsageError
 from sclora_tools.workflows.workspace_stages import require
 from sclora_tools.workspace.gates import evaluate_gates
@@ -132,3 +134,17 @@ def test_gates_pass_fail_and_name_unknown_metrics():
     with pytest.raises(UsageError, match="eval.gates.rougeL = 'at least 0.3' is not a condition"):
         evaluate_gates({"rougeL": "at least 0.3"}, {"rougeL": 1.0})
     assert not evaluate_gates({"rougeL": ">= 0"}, {"rougeL": float("nan")})[0].passed
+
+
+def test_new_writes_the_file_once_and_run_reports_a_bad_key_as_one_json_document(runner, tmp_path, monkeypatch):
+    result = runner.invoke(app, ["new", str(tmp_path / "ws"), "--model", "org/base", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["path"] == str((tmp_path / "ws" / "sclora.toml").resolve())
+    assert load_workspace(start=tmp_path / "ws").config.model == "org/base"
+    again = runner.invoke(app, ["new", str(tmp_path / "ws")])
+    assert again.exit_code == 3 and "already exists" in again.stderr
+    monkeypatch.chdir(tmp_path / "ws")
+    bad = runner.invoke(app, ["run", "--json", "init.bta=0.9"])
+    document = json.loads(bad.stdout)
+    assert bad.exit_code == 2 and document["ok"] is False and document["exit_code"] == 2
+    assert "unknown key init.bta" in document["error"] and "unknown key init.bta" in " ".join(bad.stderr.split())
+    assert not (tmp_path / "ws" / "sclora").exists()
