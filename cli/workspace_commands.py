@@ -21,7 +21,8 @@ from .errors import handled
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (also on failure); the summary goes to stderr.")]
 PipelineArgs = Annotated[list[str] | None, typer.Argument(help="[PIPELINE] [KEY=VALUE ...]: an sclora.toml (default: the workspace's) "
-                         "and dotted overrides such as init.beta=0.95 train.lr=1e-4.", show_default=False)]
+                         "and dotted overrides such as init.beta=0.95 train.lr=1e-4.", show_default=False,
+                         metavar="[PIPELINE] [KEY=VALUE]")]
 
 
 def emit(document: dict) -> None:
@@ -57,7 +58,7 @@ def run(
 ) -> None:
     """Run the pipeline: calibrate -> init -> train -> merge -> eval -> push as declared, skipping up-to-date stages.
 
-    Pushes only when the W0 check and every [eval.gates] gate pass; a failed gate exits with code 8."""
+    Pushes only when the W0 check and every gate of eval.gates pass; a failed gate exits with code 8."""
     try:
         pipeline, overrides = split_arguments(arguments or [])
         report = run_pipeline(load_workspace(pipeline, overrides), only=only, start=start, force=force, progress=not as_json)
