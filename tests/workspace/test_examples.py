@@ -4,10 +4,12 @@ with the Hub token from the repository's secrets."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from sclora_tools.workflows.pipeline import run_pipeline
 from sclora_tools.workspace.loading import load_workspace
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -44,3 +46,17 @@ def test_the_workflow_runs_the_pipeline_with_the_token_from_the_secrets():
     assert text.startswith("# Run it")
     assert "run: sclora run" in text and "HF_TOKEN: ${{ secrets.HF_TOKEN }}" in text
     assert "--token" not in text  # a token never goes on a command line
+
+
+@pytest.mark.slow
+def test_the_embedded_pipeline_runs_offline_end_to_end_at_a_small_size(tmp_path):
+    """The example file itself, copied to an empty folder and run with smaller sizes: every stage runs,
+    and a second run skips them all."""
+    shutil.copy(EXAMPLES / "pipelines" / "embedded" / "sclora.toml", tmp_path / "sclora.toml")
+    smaller = ["calibrate.samples=16", "calibrate.max_length=64", "init.rank=8", "train.max_steps=2", "train.samples=8",
+               "train.max_length=128", "eval.samples=4", "eval.max_new_tokens=8", "eval.gates={}"]
+    first = run_pipeline(load_workspace(tmp_path / "sclora.toml", smaller), progress=False)
+    assert first.error is None and [o.action for o in first.stages] == ["ran"] * 6, first.to_dict()
+    assert (tmp_path / "published" / "README.md").is_file()
+    second = run_pipeline(load_workspace(tmp_path / "sclora.toml", smaller), progress=False)
+    assert [o.action for o in second.stages] == ["skipped"] * 6
