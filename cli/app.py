@@ -11,22 +11,19 @@ import typer
 
 from sclora_tools import launcher
 from sclora_tools.errors import UsageError
-from sclora_tools.io.checkpoint import parse_size
-from sclora_tools.stages import calibrate as calibrate_stage
-from sclora_tools.stages import evaluate as evaluate_stage
-from sclora_tools.stages import init as init_stage
-from sclora_tools.stages import merge as merge_stage
-from sclora_tools.stages import push as push_stage
-from sclora_tools.stages import train as train_stage
 from sclora_tools.workflows import demo as demo_workflow
 from sclora_tools.workflows import sweep as sweep_workflow
+from sclora_tools.workflows.workspace_stages import run_stage
 
+from . import workspace_commands
 from .errors import RefusedCommandLine, handled, refused_command_line, terminate_like_interrupt
+from .workspace_options import workspace_for
 
 app = typer.Typer(
     name="sclora",
     help="SC-LoRA: fine-tune a model on a new task while keeping what it must not lose.\n\n"
-    "Stages: calibrate -> init -> train -> merge -> push.",
+    "Stages: calibrate -> init -> train -> merge -> push. Inside a workspace (a folder whose sclora.toml is here or "
+    "above; `sclora new` writes one) every command takes its defaults and paths from it, and `sclora run` runs them all.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -34,21 +31,20 @@ app = typer.Typer(
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Also print one JSON document on stdout (the manifest, or the error), "
                                         "as described by sclora_tools/schemas/output.schema.json; people read stderr.")]
-Output = Annotated[Path, typer.Option("-o", "--output", help="Output directory (written atomically; re-running replaces it).")]
-
-
-def split_targets(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+Output = Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (written atomically; re-running replaces it); "
+                   "default: the stage's folder in the workspace.")]
 
 
 @app.command()
 @handled
 def calibrate(
-    model: Annotated[str, typer.Argument(help="Hub id[@revision], local model directory (safetensors), or an embedded short name.")],
-    pos: Annotated[str, typer.Option("--pos", help="Fine-tuning data D+: registry name, Hub dataset id[@rev][:split], or "
-            ".jsonl/.json/.csv/.parquet.")],
-    neg: Annotated[str, typer.Option("--neg", help="Data to preserve D-: same forms as --pos.")],
-    output: Output,
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Hub id[@revision], local model directory (safetensors), or an embedded short "
+            "name; default: the workspace's model (the embedded smollm2-135m-instruct outside a workspace).")] = None,
+    pos: Annotated[str | None, typer.Option("--pos", help="Fine-tuning data D+: registry name, Hub dataset id[@rev][:split], or "
+            ".jsonl/.json/.csv/.parquet; default: the workspace's pos.")] = None,
+    neg: Annotated[str | None, typer.Option("--neg", help="Data to preserve D-: same forms as --pos; default: the workspace's neg.")] = None,
+    output: Output = None,
     samples: Annotated[int, typer.Option(help="Rows per dataset, chosen deterministically from --seed.")] = 256,
     max_length: Annotated[int, typer.Option(help="Truncate each sample to this many tokens.")] = 512,
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 8,
@@ -78,19 +74,17 @@ def calibrate(
     """Run the model over + and - data and store the covariances of every target layer.
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes)."""
-    manifest = calibrate_stage.calibrate(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
-                   targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
-                   accumulate_dtype=accumulate_dtype, for_methods=for_methods, storage=storage, sequential=sequential,
-                   device_map=device_map, checkpoint_every=checkpoint_every, resume=resume, trust_remote_code=trust_remote_code,
-                   progress=not as_json)
+    workspace = workspace_for(ctx, "calibrate", {"output", "resume"}, typed_paths=model is not None and output is not None)
+    manifest = run_stage(workspace, "calibrate", output=output, extra={"resume": resume}, progress=not as_json)
     return manifest  # None on ranks other than 0 of a distributed run: they print nothing
 
 
 @app.command()
 @handled
 def init(
-    calibration: Annotated[Path, typer.Argument(help="Output directory of `sclora calibrate`.")],
-    output: Output,
+    ctx: typer.Context,
+    calibration: Annotated[Path | None, typer.Argument(help="Output directory of `sclora calibrate`; default: the workspace's.")] = None,
+    output: Output = None,
     beta: Annotated[float, typer.Option(help="0 favours the new task, 1 favours preservation; dCov = (1-beta) Cov+ - beta Cov-.")] = 0.5,
     rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 128,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (scale = alpha / rank); default: rank.")] = None,
@@ -102,8 +96,8 @@ def init(
     as_json: JsonFlag = False,
 ) -> dict | None:
     """Turn a calibration into a residual model (W_res) and a PEFT adapter (A_init, B_init)."""
-    manifest = init_stage.init(calibration, output, beta=beta, rank=rank, alpha=alpha, method=method, model=model, seed=seed,
-                   shard_bytes=parse_size(shard_size), progress=not as_json)
+    workspace = workspace_for(ctx, "init", {"calibration", "output", "model"}, typed_paths=calibration is not None and output is not None)
+    manifest = run_stage(workspace, "init", source=calibration, output=output, extra={"model": model}, progress=not as_json)
     return manifest
 
 
@@ -139,8 +133,9 @@ def parse_betas(text: str) -> list[float]:
 @app.command()
 @handled
 def train(
-    run_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora init`.")],
-    output: Output,
+    ctx: typer.Context,
+    run_dir: Annotated[Path | None, typer.Argument(help="Output directory of `sclora init`; default: the workspace's.")] = None,
+    output: Output = None,
     data: Annotated[str | None, typer.Option(help="Training data (registry name, Hub id, or file); default: the calibration's + dataset.")] = None,
     samples: Annotated[int | None, typer.Option(help="Use this many rows (seeded sample); default: all rows.")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
@@ -162,33 +157,35 @@ def train(
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes;
     --batch-size is per process)."""
-    manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
-                   batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
-                   freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
-                   save_steps=save_steps, progress=not as_json)
+    workspace = workspace_for(ctx, "train", {"run_dir", "output", "resume"}, typed_paths=run_dir is not None and output is not None)
+    manifest = run_stage(workspace, "train", source=run_dir, output=output, extra={"resume": resume}, progress=not as_json)
     return manifest  # None on ranks other than 0 of a distributed run: they print nothing
 
 
 @app.command()
 @handled
 def merge(
-    run_dir: Annotated[Path, typer.Argument(help="Output of `sclora init` or `sclora train`.")],
+    ctx: typer.Context,
+    run_dir: Annotated[Path | None, typer.Argument(help="Output of `sclora init` or `sclora train`; default: the workspace's train "
+            "output when it was trained from the current init, else the init.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Writes DIR/merged (full model) and DIR/lora (rank-2r "
-            "LoRA for the original base).")] = None,
+            "LoRA for the original base); default: the workspace's merge folder.")] = None,
     rebuild_base: Annotated[Path | None, typer.Option(help="Write only the rebuilt original model (W0) to this directory.")] = None,
     shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB or 500MB; peak memory is about one shard.")] = "5GB",
     as_json: JsonFlag = False,
 ) -> dict | None:
     """Rebuild W0 bit-exactly, verify it, and write the merged model and a standard LoRA."""
-    manifest = merge_stage.merge(run_dir, output, rebuild_base=rebuild_base, shard_bytes=parse_size(shard_size), progress=not as_json)
+    workspace = workspace_for(ctx, "merge", {"run_dir", "output", "rebuild_base"}, typed_paths=run_dir is not None)
+    manifest = run_stage(workspace, "merge", source=run_dir, output=output, extra={"rebuild_base": rebuild_base}, progress=not as_json)
     return manifest
 
 
 @app.command("eval")
 @handled
 def eval_command(
-    model: Annotated[str, typer.Argument(help="Model directory, embedded short name, Hub id, or an sclora init/train/merge output "
-            "(result goes to RUN/eval.json).")],
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Model directory, embedded short name, Hub id, or an sclora init/train/merge output "
+            "(result goes to RUN/eval.json); default: the workspace's merge.")] = None,
     safety: Annotated[str, typer.Option(help="Harmful requests with reference refusals (refusal rate, refusal NLL); "
             "'none' skips.")] = "safety-heldout",
     benign: Annotated[str, typer.Option(help="Benign prompts with reference answers (over-refusal, NLL); 'none' skips.")] = "benign-heldout",
@@ -207,17 +204,19 @@ def eval_command(
     as_json: JsonFlag = False,
 ) -> dict | None:
     """Refusal rate, over-refusal, ROUGE, knowledge exact match and reference NLLs on held-out sets."""
-    result = evaluate_stage.evaluate(model, safety=safety, benign=benign, utility=utility, knowledge=knowledge, samples=samples,
-                 max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, output=output, judge=judge,
-                 seed=seed, device=device, progress=not as_json)
+    workspace = workspace_for(ctx, "eval", {"model", "adapter", "output"}, typed_paths=model is not None)
+    result = run_stage(workspace, "eval", source=None if model is None else Path(model), output=output, extra={"adapter": adapter},
+                       progress=not as_json)
     return result
 
 
 @app.command()
 @handled
 def push(
-    merge_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora merge`.")],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repository ORG/NAME (created if missing).")],
+    ctx: typer.Context,
+    merge_dir: Annotated[Path | None, typer.Argument(help="Output directory of `sclora merge`; default: the workspace's.")] = None,
+    repo_id: Annotated[str | None, typer.Option("--repo-id", help="Hub repository ORG/NAME (created if missing); default: the "
+            "workspace's repo_id.")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repository as private (refused if it exists and is public).")] = False,
     revision: Annotated[str | None, typer.Option("--revision", help="Branch to commit to, created from main if missing; default: main.")] = None,
     commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit summary (first line) and description (the rest).")] = None,
@@ -232,8 +231,8 @@ def push(
     """Publish a verified merge to the Hub in one commit, with a model card that records beta and the data.
 
     The token comes from HF_TOKEN or `hf auth login`, never from the command line; HF_ENDPOINT selects a self-hosted hub."""
-    record = push_stage.push(merge_dir, repo_id, private=private, revision=revision, commit_message=commit_message, what=what,
-                 dry_run=dry_run, to=to, keep_local_paths=keep_local_paths, progress=not as_json)
+    workspace = workspace_for(ctx, "push", {"merge_dir", "dry_run", "to"}, typed_paths=merge_dir is not None)
+    record = run_stage(workspace, "push", source=merge_dir, extra={"dry_run": dry_run, "to": to}, progress=not as_json)
     if dry_run and not as_json:
         typer.echo(record["card"])  # the document it would publish, for a pipe or a file; the plan is on stderr
     return record
@@ -253,6 +252,11 @@ def demo(
     """Run the whole pipeline offline on the embedded model: calibrate -> init -> train -> merge -> eval -> push (local)."""
     settings = demo_workflow.DemoSettings(model=model, samples=samples, rank=rank, steps=steps, eval_samples=eval_samples)
     return demo_workflow.demo(output, settings, progress=not as_json)
+
+
+app.command("new")(workspace_commands.new)
+app.command("run")(workspace_commands.run)
+app.command("status")(workspace_commands.status)
 
 
 def main() -> None:

@@ -51,17 +51,17 @@ class Outcome:
         if self.as_json and result is not None:
             machine_output.write(machine_output.success(self.name, result))
 
-    def failed(self, kind: str, code: int, message: str, shown: str) -> None:
+    def failed(self, kind: str, code: int, message: str, shown: str, result=None) -> None:
         """`shown` (rich markup) on stderr, the failure document with the plain `message`, then exit `code`."""
         stderr.print(shown, highlight=False)
         if self.as_json and not launcher.is_helper_rank():
-            machine_output.write(machine_output.failure(self.name, code, kind, message))
+            machine_output.write(machine_output.failure(self.name, code, kind, message, result))
         sys.exit(code)
 
     def error(self, exc: ScloraError) -> None:
         if debug():
             raise exc
-        self.failed(exc.kind, exc.exit_code, str(exc), f"[bold red]error:[/bold red] {escape(str(exc))}")
+        self.failed(exc.kind, exc.exit_code, str(exc), f"[bold red]error:[/bold red] {escape(str(exc))}", exc.result)
 
     def interrupted(self, exc: KeyboardInterrupt) -> None:
         what, kind, code = (("terminated (SIGTERM)", "terminated", EXIT_TERMINATED) if isinstance(exc, Terminated)

@@ -8,10 +8,16 @@ import errno
 
 
 class ScloraError(Exception):
-    """Base class: an error the user can act on."""
+    """Base class: an error the user can act on. `result`, when set, is what the command had done
+    when it stopped (a pipeline's report, the stages' status): the --json failure document carries it."""
 
     exit_code = 1
     kind = "error"
+    result: dict | None = None
+
+    def __init__(self, *args, result: dict | None = None) -> None:
+        super().__init__(*args)
+        self.result = result
 
 
 class UsageError(ScloraError):
@@ -70,6 +76,20 @@ class BusyError(ScloraError):
     kind = "busy"
 
 
+class GateError(ScloraError):
+    """A pipeline's eval gate failed, so nothing was published."""
+
+    exit_code = 8
+    kind = "gate"
+
+
+class StaleError(ScloraError):
+    """`sclora status`: some stage of the pipeline is stale or missing."""
+
+    exit_code = 9
+    kind = "stale"
+
+
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -95,7 +115,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 # line parser itself refuses (unknown option, not a number) is a "usage" error too.
 EXIT_CODES = {
     **{error.kind: error.exit_code for error in (ScloraError, UsageError, InputError, MismatchError, VerificationError, NumericalError,
-                                                 RemoteError, StorageError, BusyError)},
+                                                 RemoteError, GateError, StaleError, StorageError, BusyError)},
     "internal": EXIT_INTERNAL,
     "interrupted": EXIT_INTERRUPTED,
     "terminated": EXIT_TERMINATED,

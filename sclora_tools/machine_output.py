@@ -22,8 +22,10 @@ def success(command: str | None, result: Any) -> dict:
     return {"format": FORMAT, "command": command, "ok": True, "exit_code": 0, "result": result}
 
 
-def failure(command: str | None, exit_code: int, kind: str, message: str) -> dict:
-    return {"format": FORMAT, "command": command, "ok": False, "exit_code": exit_code, "error": {"kind": kind, "message": message}}
+def failure(command: str | None, exit_code: int, kind: str, message: str, result: Any = None) -> dict:
+    """`result`: what the command had done when it stopped (a pipeline's report), when it says more than the error."""
+    document = {"format": FORMAT, "command": command, "ok": False, "exit_code": exit_code, "error": {"kind": kind, "message": message}}
+    return document if result is None else {**document, "result": result}
 
 
 def write(document: dict) -> None:

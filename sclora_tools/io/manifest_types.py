@@ -111,8 +111,8 @@ class DatasetRecord(Record):
 
     @property
     def argument(self) -> str | None:
-        """What to pass as --pos/--data to read this dataset again: a local file by its full path
-        (`name` is only the file's name), anything else by the name it was given."""
+        """What loads this dataset again: a file's absolute path (its name alone is only right in the
+        folder it was read from), else the registry name or the Hub argument as given."""
         return self.source if self.kind == "file" and self.source else self.name
 
 
@@ -223,3 +223,15 @@ class SweepSummary(Summary):
 
 SUMMARY_TYPES: dict[str, type[Summary]] = {"calibration": CalibrationSummary, "init": InitSummary, "train": TrainSummary,
                                            "merge": MergeSummary, "sweep": SweepSummary}
+
+
+@dataclass(frozen=True)
+class PipelineRecord(Record):
+    """What a workspace stage was run with (workspace/identity.py): the stage, its identity (a hash
+    of the settings, the inputs' manifest hashes and the tool version), the resolved settings and
+    the sha256 of each input's manifest."""
+
+    stage: str | None = None
+    identity: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
