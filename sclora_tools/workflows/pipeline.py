@@ -8,6 +8,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from rich.markup import escape
+
 from .. import ui
 from ..errors import GateError, ScloraError, UsageError, VerificationError
 from ..io.atomic import write_json
@@ -147,7 +149,7 @@ def publish_blocker(workspace: Workspace, report: PipelineReport) -> ScloraError
 
 
 def show_report(report: PipelineReport) -> None:
-    rows = [(o.stage, f"{o.action}{f' ({o.reason})' if o.reason and o.action != 'skipped' else ''}") for o in report.stages]
+    rows = [(o.stage, escape(f"{o.action}{f' ({o.reason})' if o.reason and o.action != 'skipped' else ''}")) for o in report.stages]
     rows += [(f"gate {g.metric}", g.describe().split(": ", 1)[1]) for g in report.gates]
     rows.append(("published", "yes" if report.published else "no"))
     ui.show(ui.summary_table(f"sclora run ({report.workspace})", rows))
