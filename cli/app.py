@@ -258,12 +258,17 @@ def push(
 @handled
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where the demo's artefacts go.")] = Path("sclora-demo"),
-    model: Annotated[str, typer.Option(help="Model to run on (default: the embedded SmolLM2-135M-Instruct).")] = "smollm2-135m-instruct",
+    model: Annotated[str, typer.Option(help="Model to start from (default: the embedded SmolLM2-135M-Instruct with the shipped "
+            "safety adapter merged in).")] = "smollm2-135m-instruct-aligned",
     steps: Annotated[int, typer.Option(help="Training steps.")] = 20,
     eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = 24,
+    quick: Annotated[bool, typer.Option("--quick", help="Skip the vanilla LoRA run the table compares SC-LoRA with.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Run the whole pipeline offline on the embedded model: calibrate -> init -> train -> merge -> eval -> push (local)."""
-    demo_workflow.demo(output, demo_workflow.DemoSettings(model=model, steps=steps, eval_samples=eval_samples))
+    """Run the whole pipeline offline from the shipped safety-aligned start: calibrate -> init -> train -> merge -> eval -> push
+    (local), then compare with vanilla LoRA at the same update norm (refusal rate and ROUGE-L)."""
+    settings = demo_workflow.DemoSettings(model=model, steps=steps, eval_samples=eval_samples, compare=not quick)
+    emit(demo_workflow.demo(output, settings), as_json)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from ..evaluation.sets import load_set
 from ..io.atomic import MANIFEST, write_json
 from ..io.judge import JudgeConfig, judge_settings
 from ..io.manifest import init_run_dir, load_manifest, verify_files
+from ..training.quiet import quiet_libraries
 
 SCHEMA_VERSION = 1
 EVAL_FILE = "eval.json"
@@ -164,7 +165,8 @@ def load_for_eval(target: Target, device: torch.device):
     if target.adapter_dir is not None:
         from peft import PeftModel
 
-        model = folded_if_exact_enough(PeftModel.from_pretrained(model, target.adapter_dir))
+        with quiet_libraries():  # PEFT reads transformers' deprecated is_gradient_checkpointing (a FutureWarning)
+            model = folded_if_exact_enough(PeftModel.from_pretrained(model, target.adapter_dir))
     return model.to(device).eval(), models.load_tokenizer(target.model_dir)
 
 
