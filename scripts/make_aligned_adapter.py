@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import time
 from pathlib import Path
@@ -25,24 +24,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from sclora_tools import data, models
-from sclora_tools.features import Collator, tokenize_for_loss, with_loss_tokens
+from sclora_tools import models
+from sclora_tools.features import Collator, mixed_features
 from sclora_tools.io.hashing import sha256_file
 
 BASE = "smollm2-135m-instruct"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "sclora_tools" / "adapters" / f"{BASE}-safety"
 DATASETS = ("safety", "benign", "knowledge")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def alignment_features(tokenizer, max_length: int, seed: int) -> list[dict]:
-    features = []
-    for name in DATASETS:
-        loaded = data.load_dataset_rows(name, None, seed)
-        examples = [data.render(row, tokenizer, loaded.spec, i) for i, row in enumerate(loaded.rows)]
-        features += [tokenize_for_loss(example, tokenizer, max_length) for example in examples]
-    random.Random(seed).shuffle(features)
-    return [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in with_loss_tokens(features, max_length)]
 
 
 class Throughput(TrainerCallback):
@@ -65,7 +54,7 @@ def train_adapter(args) -> tuple[torch.nn.Module, dict]:
     base = models.load_model(source, torch.float32, torch.device("cpu"))
     config = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
     model = get_peft_model(base, config)
-    features = alignment_features(tokenizer, args.max_length, args.seed)
+    features = mixed_features(DATASETS, tokenizer, args.max_length, args.seed)
     tokens = sum(len(f["input_ids"]) for f in features)
     arguments = TrainingArguments(output_dir=str(args.out.with_name(args.out.name + ".work")), num_train_epochs=args.epochs,
                                   learning_rate=args.lr, per_device_train_batch_size=args.batch_size, lr_scheduler_type="cosine",

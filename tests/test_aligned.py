@@ -5,7 +5,6 @@ slow demo test (tests/workflows/test_demo.py)."""
 import fnmatch
 import json
 import shutil
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors import safe_open
 from safetensors.torch import load_file
+from setuptools.config.pyprojecttoml import read_configuration
 from transformers import AutoModelForCausalLM
 
 from sclora_tools import aligned, embedded, models
@@ -44,7 +44,7 @@ def test_shipped_adapter_is_bf16_safetensors_over_every_projection():
 
 
 def test_every_shipped_adapter_file_is_package_data_and_none_is_a_pickle():
-    patterns = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]["sclora_tools"]
+    patterns = read_configuration(PYPROJECT)["tool"]["setuptools"]["package-data"]["sclora_tools"]
     shipped = [path.relative_to(aligned.ADAPTERS_DIR.parent).as_posix() for path in SHIPPED.iterdir()]
     assert sorted(shipped) == ["adapters/smollm2-135m-instruct-safety/" + name
                                for name in ("adapter_config.json", "adapter_model.safetensors", "recipe.json")]
