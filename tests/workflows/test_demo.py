@@ -21,7 +21,7 @@ def test_reduced_demo_runs_every_stage_from_the_aligned_start(tmp_path):
     shipped, start, after = results["comparison"]
     assert shipped["model"].startswith("smollm2-135m-instruct ") and start["model"].startswith("smollm2-135m-instruct-aligned")
     assert start["refusal_rate"] >= shipped["refusal_rate"] + 0.5  # the shipped adapter is what makes the start refuse
-    assert start["over_refusal_rate"] < 0.5 and shipped["rougeL"] is None and after["update_norm"] > 0
+    assert shipped["rougeL"] is None and start["rougeL"] is not None and after["update_norm"] > 0
     published = tmp_path / "demo" / "publish"
     assert (published / "model.safetensors").is_file() and (published / "lora" / "adapter_config.json").is_file()
     card = (published / "README.md").read_text()
