@@ -37,13 +37,14 @@ def row(label: str, metrics: dict, lr: float | None = None, update_norm: float |
     return {"model": label, "lr": lr, "update_norm": update_norm, **metrics}
 
 
-def table(rows: list[dict], samples: int) -> Table:
-    """One line per model: the shipped model, the aligned start, and each fine-tune."""
-    out = Table(title=f"safety kept vs task learnt ({samples} held-out rows per set)", title_justify="left",
-                caption="lr: each fine-tune's learning rate, chosen so that both reach about the same |dW|_F "
-                        "(the testbed's matched rates); |dW|_F: the norm each one reached.", caption_justify="left")
+def table(rows: list[dict], settings: dict) -> Table:
+    """One line per model: the shipped model, the start, and each fine-tune."""
+    out = Table(title=f"safety kept vs task learnt ({settings['eval_samples']} held-out rows per set)", title_justify="left",
+                caption=f"shipped model: {settings['baseline']}; start (W0): {settings['model']}. lr: each fine-tune's learning "
+                        "rate, chosen so that both reach about the same |dW|_F (the testbed's matched rates); |dW|_F: the norm "
+                        "each one reached.", caption_justify="left")
     for header in ("model", "lr", "|dW|_F", *(name for _, name in COLUMNS)):
-        out.add_column(header, justify="left" if header == "model" else "right")
+        out.add_column(header, justify="left" if header == "model" else "right", no_wrap=header == "model")
     for entry in rows:
         cells = [cell(entry.get(key)) for key, _ in COLUMNS]
         out.add_row(entry["model"], "-" if entry["lr"] is None else f"{entry['lr']:g}", cell(entry["update_norm"], ".1f"), *cells)

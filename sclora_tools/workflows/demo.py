@@ -78,7 +78,7 @@ def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSe
     results.update(evaluate_and_publish(root, s, timed, progress))
     if s.eval_samples:
         lora_row = timed("lora", vanilla_lora, root, s, progress) if s.compare else None
-        sclora_row = comparison.row(f"after SC-LoRA (beta {s.beta})", comparison.pick(results["metrics"]), s.lr, runs["train"].summary.update_norm)
+        sclora_row = comparison.row(f"SC-LoRA b={s.beta:g}", comparison.pick(results["metrics"]), s.lr, runs["train"].summary.update_norm)
         results["comparison"] = [*start_rows, *([lora_row] if lora_row else []), sclora_row]
     timings["total"] = round(time.time() - started, 1)
     show_summary(results, runs, root)
@@ -94,9 +94,9 @@ def evaluate_starts(root: Path, s: DemoSettings, progress: bool) -> list[dict]:
     rows = []
     if s.baseline:
         metrics = comparison.evaluate_rows(s.baseline, s.eval_samples, root / "eval-baseline.json", safety_only=True, progress=progress)
-        rows.append(comparison.row(f"{s.baseline} (shipped)", metrics))
+        rows.append(comparison.row("shipped model", metrics))
     metrics = comparison.evaluate_rows(s.model, s.eval_samples, root / "eval-start.json", progress=progress)
-    return [*rows, comparison.row(f"{s.model} (start)", metrics)]
+    return [*rows, comparison.row("start (W0)", metrics)]
 
 
 def vanilla_lora(root: Path, s: DemoSettings, progress: bool) -> dict:
@@ -104,7 +104,7 @@ def vanilla_lora(root: Path, s: DemoSettings, progress: bool) -> dict:
     init(root / "calib", root / "lora-run", method="lora", rank=s.rank, progress=progress)
     trained = Manifest.from_dict(train(root / "lora-run", root / "lora-trained", progress=progress, **training(s, s.lora_lr)))
     metrics = comparison.evaluate_rows(root / "lora-trained", s.eval_samples, root / "lora-trained" / "eval.json", progress=progress)
-    return comparison.row("after LoRA", metrics, s.lora_lr, trained.summary.update_norm)
+    return comparison.row("LoRA", metrics, s.lora_lr, trained.summary.update_norm)
 
 
 def evaluate_and_publish(root: Path, s: DemoSettings, timed, progress: bool) -> dict:
@@ -130,4 +130,4 @@ def show_summary(results: dict, runs: dict[str, Manifest], root: Path) -> None:
     rows.append(("artefacts", str(root)))
     ui.console.print(ui.summary_table("sclora demo", rows))
     if "comparison" in results:
-        ui.console.print(comparison.table(results["comparison"], results["settings"]["eval_samples"]))
+        ui.console.print(comparison.table(results["comparison"], results["settings"]))

@@ -19,7 +19,8 @@ def test_reduced_demo_runs_every_stage_from_the_aligned_start(tmp_path):
     assert set(results["seconds"]) == {"eval start", "calibrate", "init", "train", "merge", "eval", "push", "total"}
     assert 0.0 <= results["metrics"]["refusal_rate"] <= 1.0 and results["metrics"]["knowledge_em"] >= 0.0
     shipped, start, after = results["comparison"]
-    assert shipped["model"].startswith("smollm2-135m-instruct ") and start["model"].startswith("smollm2-135m-instruct-aligned")
+    assert (shipped["model"], start["model"]) == ("shipped model", "start (W0)")
+    assert (settings.baseline, settings.model) == ("smollm2-135m-instruct", "smollm2-135m-instruct-aligned")
     assert start["refusal_rate"] >= shipped["refusal_rate"] + 0.5  # the shipped adapter is what makes the start refuse
     assert shipped["rougeL"] is None and start["rougeL"] is not None and after["update_norm"] > 0
     published = tmp_path / "demo" / "publish"
@@ -37,7 +38,7 @@ def test_demo_compares_sclora_with_vanilla_lora_at_their_own_rates(tiny_fp32, tm
     results = demo(tmp_path / "demo", settings, progress=False)
     assert "lora" in results["seconds"]
     shipped, start, lora, sclora = results["comparison"]
-    assert [row["model"] for row in (lora, sclora)] == ["after LoRA", "after SC-LoRA (beta 0.9)"]
+    assert [row["model"] for row in (lora, sclora)] == ["LoRA", "SC-LoRA b=0.9"]
     assert (lora["lr"], sclora["lr"]) == (settings.lora_lr, settings.lr) and settings.lora_lr > 5 * settings.lr
     assert shipped["over_refusal_rate"] is None and start["rougeL"] is not None and start["update_norm"] is None
     lora_train = json.loads((tmp_path / "demo" / "lora-trained" / "manifest.json").read_text())
