@@ -26,7 +26,7 @@ from . import comparison
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes chosen so the demo ends in under 10 minutes on 2 idle CPU cores.
+    """Sizes chosen to keep the demo near 10 minutes on 2 idle CPU cores (README: measured figures).
 
     model: the start W0 (default: the shipped aligned start; any model argument). baseline: the
     model whose refusal rate the table shows beside it (None: not evaluated). pos/neg:
