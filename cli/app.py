@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -13,48 +11,40 @@ import typer
 
 from sclora_tools import launcher
 from sclora_tools.errors import UsageError
-from sclora_tools.io.checkpoint import parse_size
-from sclora_tools.stages import calibrate as calibrate_stage
-from sclora_tools.stages import evaluate as evaluate_stage
-from sclora_tools.stages import init as init_stage
-from sclora_tools.stages import merge as merge_stage
-from sclora_tools.stages import push as push_stage
-from sclora_tools.stages import train as train_stage
 from sclora_tools.workflows import demo as demo_workflow
 from sclora_tools.workflows import sweep as sweep_workflow
+from sclora_tools.workflows.workspace_stages import run_stage
 
-from .errors import handled, terminate_like_interrupt
+from . import workspace_commands
+from .errors import RefusedCommandLine, handled, refused_command_line, terminate_like_interrupt
+from .workspace_options import workspace_for
 
 app = typer.Typer(
     name="sclora",
     help="SC-LoRA: fine-tune a model on a new task while keeping what it must not lose.\n\n"
-    "Stages: calibrate -> init -> train -> merge -> push.",
+    "Stages: calibrate -> init -> train -> merge -> push. Inside a workspace (a folder whose sclora.toml is here or "
+    "above; `sclora new` writes one) every command takes its defaults and paths from it, and `sclora run` runs them all.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout instead of a summary table.")]
-Output = Annotated[Path, typer.Option("-o", "--output", help="Output directory (written atomically; re-running replaces it).")]
-
-
-def emit(manifest: dict, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(manifest, indent=2))
-
-
-def split_targets(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+JsonFlag = Annotated[bool, typer.Option("--json", help="Also print one JSON document on stdout (the manifest, or the error), "
+                                        "as described by sclora_tools/schemas/output.schema.json; people read stderr.")]
+Output = Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (written atomically; re-running replaces it); "
+                   "default: the stage's folder in the workspace.")]
 
 
 @app.command()
 @handled
 def calibrate(
-    model: Annotated[str, typer.Argument(help="Hub id[@revision], local model directory (safetensors), or an embedded short name.")],
-    pos: Annotated[str, typer.Option("--pos", help="Fine-tuning data D+: registry name, Hub dataset id[@rev][:split], or "
-            ".jsonl/.json/.csv/.parquet.")],
-    neg: Annotated[str, typer.Option("--neg", help="Data to preserve D-: same forms as --pos.")],
-    output: Output,
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Hub id[@revision], local model directory (safetensors), or an embedded short "
+            "name; default: the workspace's model (the embedded smollm2-135m-instruct outside a workspace).")] = None,
+    pos: Annotated[str | None, typer.Option("--pos", help="Fine-tuning data D+: registry name, Hub dataset id[@rev][:split], or "
+            ".jsonl/.json/.csv/.parquet; default: the workspace's pos.")] = None,
+    neg: Annotated[str | None, typer.Option("--neg", help="Data to preserve D-: same forms as --pos; default: the workspace's neg.")] = None,
+    output: Output = None,
     samples: Annotated[int, typer.Option(help="Rows per dataset, chosen deterministically from --seed.")] = 256,
     max_length: Annotated[int, typer.Option(help="Truncate each sample to this many tokens.")] = 512,
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 8,
@@ -80,26 +70,21 @@ def calibrate(
             "and data).")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repo's own Python code to run.")] = False,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Run the model over + and - data and store the covariances of every target layer.
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        manifest = calibrate_stage.calibrate(model, pos, neg, output, samples=samples, max_length=max_length, batch_size=batch_size,
-                       targets=split_targets(targets), dtype=dtype, device=device, seed=seed, normalization=normalize,
-                       accumulate_dtype=accumulate_dtype, for_methods=for_methods, storage=storage, sequential=sequential,
-                       device_map=device_map, checkpoint_every=checkpoint_every, resume=resume, trust_remote_code=trust_remote_code,
-                       progress=not as_json)
-    if manifest is not None:  # ranks other than 0 of a distributed run print nothing
-        emit(manifest, as_json)
+    workspace = workspace_for(ctx, "calibrate", {"output", "resume"}, typed_paths=model is not None and output is not None)
+    manifest = run_stage(workspace, "calibrate", output=output, extra={"resume": resume}, progress=not as_json)
+    return manifest  # None on ranks other than 0 of a distributed run: they print nothing
 
 
 @app.command()
 @handled
 def init(
-    calibration: Annotated[Path, typer.Argument(help="Output directory of `sclora calibrate`.")],
-    output: Output,
+    ctx: typer.Context,
+    calibration: Annotated[Path | None, typer.Argument(help="Output directory of `sclora calibrate`; default: the workspace's.")] = None,
+    output: Output = None,
     beta: Annotated[float, typer.Option(help="0 favours the new task, 1 favours preservation; dCov = (1-beta) Cov+ - beta Cov-.")] = 0.5,
     rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 128,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (scale = alpha / rank); default: rank.")] = None,
@@ -109,11 +94,11 @@ def init(
     seed: Annotated[int, typer.Option(help="Seed for random inits (lora).")] = 0,
     shard_size: Annotated[str, typer.Option(help="Largest residual shard, e.g. 5GB or 500MB.")] = "5GB",
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Turn a calibration into a residual model (W_res) and a PEFT adapter (A_init, B_init)."""
-    manifest = init_stage.init(calibration, output, beta=beta, rank=rank, alpha=alpha, method=method, model=model, seed=seed,
-                   shard_bytes=parse_size(shard_size), progress=not as_json)
-    emit(manifest, as_json)
+    workspace = workspace_for(ctx, "init", {"calibration", "output", "model"}, typed_paths=calibration is not None and output is not None)
+    manifest = run_stage(workspace, "init", source=calibration, output=output, extra={"model": model}, progress=not as_json)
+    return manifest
 
 
 @app.command()
@@ -131,11 +116,11 @@ def sweep(
             "location.")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG figures (they need matplotlib).")] = False,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Predict the SC-LoRA trade-off for many betas, no training: Cov+ and Cov- energy in each subspace."""
     manifest = sweep_workflow.sweep(calibration, output, betas=parse_betas(betas), rank=rank, write_init=write_init, alpha=alpha,
                                     model=model, plots_enabled=not no_plots, progress=not as_json)
-    emit(manifest, as_json)
+    return manifest
 
 
 def parse_betas(text: str) -> list[float]:
@@ -148,8 +133,9 @@ def parse_betas(text: str) -> list[float]:
 @app.command()
 @handled
 def train(
-    run_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora init`.")],
-    output: Output,
+    ctx: typer.Context,
+    run_dir: Annotated[Path | None, typer.Argument(help="Output directory of `sclora init`; default: the workspace's.")] = None,
+    output: Output = None,
     data: Annotated[str | None, typer.Option(help="Training data (registry name, Hub id, or file); default: the calibration's + dataset.")] = None,
     samples: Annotated[int | None, typer.Option(help="Use this many rows (seeded sample); default: all rows.")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
@@ -166,41 +152,40 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in the output directory.")] = False,
     save_steps: Annotated[int, typer.Option(help="Write a resumable checkpoint every this many steps.")] = 200,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Train only the adapter on the new task, on top of the residual model.
 
     Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch` (rank 0 writes;
     --batch-size is per process)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        manifest = train_stage.train(run_dir, output, data_argument=data, samples=samples, epochs=epochs, max_steps=max_steps, lr=lr,
-                       batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, freeze_a=freeze_a,
-                       freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16, resume=resume,
-                       save_steps=save_steps, progress=not as_json)
-    if manifest is not None:  # ranks other than 0 of a distributed run print nothing
-        emit(manifest, as_json)
+    workspace = workspace_for(ctx, "train", {"run_dir", "output", "resume"}, typed_paths=run_dir is not None and output is not None)
+    manifest = run_stage(workspace, "train", source=run_dir, output=output, extra={"resume": resume}, progress=not as_json)
+    return manifest  # None on ranks other than 0 of a distributed run: they print nothing
 
 
 @app.command()
 @handled
 def merge(
-    run_dir: Annotated[Path, typer.Argument(help="Output of `sclora init` or `sclora train`.")],
+    ctx: typer.Context,
+    run_dir: Annotated[Path | None, typer.Argument(help="Output of `sclora init` or `sclora train`; default: the workspace's train "
+            "output when it was trained from the current init, else the init.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Writes DIR/merged (full model) and DIR/lora (rank-2r "
-            "LoRA for the original base).")] = None,
+            "LoRA for the original base); default: the workspace's merge folder.")] = None,
     rebuild_base: Annotated[Path | None, typer.Option(help="Write only the rebuilt original model (W0) to this directory.")] = None,
     shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB or 500MB; peak memory is about one shard.")] = "5GB",
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Rebuild W0 bit-exactly, verify it, and write the merged model and a standard LoRA."""
-    manifest = merge_stage.merge(run_dir, output, rebuild_base=rebuild_base, shard_bytes=parse_size(shard_size), progress=not as_json)
-    emit(manifest, as_json)
+    workspace = workspace_for(ctx, "merge", {"run_dir", "output", "rebuild_base"}, typed_paths=run_dir is not None)
+    manifest = run_stage(workspace, "merge", source=run_dir, output=output, extra={"rebuild_base": rebuild_base}, progress=not as_json)
+    return manifest
 
 
 @app.command("eval")
 @handled
-def evaluate_command(
-    model: Annotated[str, typer.Argument(help="Model directory, embedded short name, Hub id, or an sclora init/train/merge output "
-            "(result goes to RUN/eval.json).")],
+def eval_command(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Model directory, embedded short name, Hub id, or an sclora init/train/merge output "
+            "(result goes to RUN/eval.json); default: the workspace's merge.")] = None,
     safety: Annotated[str, typer.Option(help="Harmful requests with reference refusals (refusal rate, refusal NLL); "
             "'none' skips.")] = "safety-heldout",
     benign: Annotated[str, typer.Option(help="Benign prompts with reference answers (over-refusal, NLL); 'none' skips.")] = "benign-heldout",
@@ -216,22 +201,22 @@ def evaluate_command(
             "(OPENAI_API_KEY, SCLORA_JUDGE_MODEL).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling rows.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of a summary table.")] = False,
-) -> None:
+    as_json: JsonFlag = False,
+) -> dict | None:
     """Refusal rate, over-refusal, ROUGE, knowledge exact match and reference NLLs on held-out sets."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        result = evaluate_stage.evaluate(model, safety=safety, benign=benign, utility=utility, knowledge=knowledge, samples=samples,
-                     max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, output=output, judge=judge,
-                     seed=seed, device=device, progress=not as_json)
-    emit(result, as_json)
+    workspace = workspace_for(ctx, "eval", {"model", "adapter", "output"}, typed_paths=model is not None)
+    result = run_stage(workspace, "eval", source=None if model is None else Path(model), output=output, extra={"adapter": adapter},
+                       progress=not as_json)
+    return result
 
 
 @app.command()
 @handled
 def push(
-    merge_dir: Annotated[Path, typer.Argument(help="Output directory of `sclora merge`.")],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repository ORG/NAME (created if missing).")],
+    ctx: typer.Context,
+    merge_dir: Annotated[Path | None, typer.Argument(help="Output directory of `sclora merge`; default: the workspace's.")] = None,
+    repo_id: Annotated[str | None, typer.Option("--repo-id", help="Hub repository ORG/NAME (created if missing); default: the "
+            "workspace's repo_id.")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repository as private (refused if it exists and is public).")] = False,
     revision: Annotated[str | None, typer.Option("--revision", help="Branch to commit to, created from main if missing; default: main.")] = None,
     commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit summary (first line) and description (the rest).")] = None,
@@ -242,16 +227,15 @@ def push(
     keep_local_paths: Annotated[bool, typer.Option("--keep-local-paths", help="Publish the local paths recorded in the "
             "manifests as they are; by default each becomes <local>/NAME.")] = False,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Publish a verified merge to the Hub in one commit, with a model card that records beta and the data.
 
     The token comes from HF_TOKEN or `hf auth login`, never from the command line; HF_ENDPOINT selects a self-hosted hub."""
-    record = push_stage.push(merge_dir, repo_id, private=private, revision=revision, commit_message=commit_message, what=what,
-                 dry_run=dry_run, to=to, keep_local_paths=keep_local_paths, progress=not as_json)
-    if as_json:
-        emit(record, True)
-    elif dry_run:
-        typer.echo(record["card"])
+    workspace = workspace_for(ctx, "push", {"merge_dir", "dry_run", "to"}, typed_paths=merge_dir is not None)
+    record = run_stage(workspace, "push", source=merge_dir, extra={"dry_run": dry_run, "to": to}, progress=not as_json)
+    if dry_run and not as_json:
+        typer.echo(record["card"])  # the document it would publish, for a pipe or a file; the plan is on stderr
+    return record
 
 
 @app.command()
@@ -259,22 +243,30 @@ def push(
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where the demo's artefacts go.")] = Path("sclora-demo"),
     model: Annotated[str, typer.Option(help="Model to start from (default: the embedded SmolLM2-135M-Instruct with the shipped "
-            "safety adapter merged in).")] = "smollm2-135m-instruct-aligned",
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 20,
-    eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = 24,
+            "safety adapter merged in).")] = demo_workflow.DemoSettings.model,
+    samples: Annotated[int, typer.Option(help="Rows per calibration set.")] = demo_workflow.DemoSettings.samples,
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = demo_workflow.DemoSettings.rank,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = demo_workflow.DemoSettings.steps,
+    eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = demo_workflow.DemoSettings.eval_samples,
     quick: Annotated[bool, typer.Option("--quick", help="Skip the vanilla LoRA run the table compares SC-LoRA with.")] = False,
     as_json: JsonFlag = False,
-) -> None:
+) -> dict | None:
     """Run the whole pipeline offline from the shipped safety-aligned start: calibrate -> init -> train -> merge -> eval -> push
     (local), then compare with vanilla LoRA at the same update norm (refusal rate and ROUGE-L)."""
-    settings = demo_workflow.DemoSettings(model=model, steps=steps, eval_samples=eval_samples, compare=not quick)
-    emit(demo_workflow.demo(output, settings), as_json)
+    settings = demo_workflow.DemoSettings(model=model, samples=samples, rank=rank, steps=steps, eval_samples=eval_samples,
+                                          compare=not quick)
+    return demo_workflow.demo(output, settings, progress=not as_json)
+
+
+app.command("new")(workspace_commands.new)
+app.command("run")(workspace_commands.run)
+app.command("status")(workspace_commands.status)
 
 
 def main() -> None:
     terminate_like_interrupt()
     try:
-        app()
+        sys.exit(run_app(sys.argv[1:]))
     except SystemExit as done:
         if done.code in (0, None) and launcher.is_helper_rank():
             # A helper rank has written nothing and has nothing to finalise; its interpreter
@@ -285,3 +277,13 @@ def main() -> None:
             os._exit(0)
         raise
 
+
+def run_app(argv: list[str]) -> int:
+    """Run the command line; the exit code of one the parser refused (with its --json document)."""
+    try:
+        outcome = app(args=argv, prog_name="sclora", standalone_mode=False)
+    except RefusedCommandLine as refused:
+        return refused_command_line(refused, argv, [command.name for command in typer.main.get_command(app).commands.values()])
+    except typer.Abort:  # a prompt met the end of its input (sclora has none; typer's own)
+        return 1
+    return outcome if isinstance(outcome, int) else 0  # --help and the like exit with their code; a command returns its result

@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from . import ui
 from .errors import InputError
 from .io.hashing import sha256_texts
+from .io.hub_datasets import download_split
 from .io.manifest_types import DatasetRecord, Role
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -31,6 +32,7 @@ class DatasetSpec:
     prompt_template: str | None = None
     response_template: str | None = None
     description: str = ""
+    offline: str | None = None  # the bundled registry entry that stands in for it without the Hub
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, "split": self.split, "revision": self.revision}
@@ -48,6 +50,9 @@ class Example:
 
 @dataclass
 class LoadedDataset:
+    """The chosen rows of a dataset; `record`: what the manifest adds about their origin (a Hub
+    dataset's resolved commit and data files)."""
+
     spec: DatasetSpec
     rows: list[dict]
     total_rows: int
@@ -60,10 +65,14 @@ def registry() -> dict[str, dict]:
 
 
 def resolve_dataset(argument: str) -> DatasetSpec:
-    """Registry short name, local file, or Hub dataset id `ORG/NAME[@revision][:split]`."""
+    """Registry short name (a Hub one with an optional `:split`), local file, or Hub dataset id
+    `ORG/NAME[@revision][:split]`."""
     table = registry()
     if argument in table:
         return spec_from_registry(argument, table[argument])
+    name, _, split = argument.partition(":")
+    if split and table.get(name, {}).get("source") == "hub":  # another split of a registry Hub dataset: samsum:test
+        return replace(spec_from_registry(name, table[name]), name=argument, split=split)
     path = Path(argument).expanduser()
     if path.suffix.lower() in LOCAL_SUFFIXES:
         if not path.is_file():
@@ -85,6 +94,7 @@ def spec_from_registry(name: str, entry: dict) -> DatasetSpec:
         prompt_template=entry.get("prompt"),
         response_template=entry.get("response"),
         description=entry.get("description", ""),
+        offline=entry.get("offline"),
     )
 
 
@@ -100,12 +110,13 @@ def spec_from_hub_argument(argument: str, table: dict) -> DatasetSpec:
     return DatasetSpec(name=argument, kind="hub", source=repo_id, split=split or "train", revision=revision or None)
 
 
-def read_rows(spec: DatasetSpec) -> list[dict]:
+def read_rows(spec: DatasetSpec) -> tuple[list[dict], dict]:
+    """The rows of the whole split, and what the manifest records about their origin beyond the spec."""
     if spec.kind == "file":
-        return read_local_file(Path(spec.source))
+        return read_local_file(Path(spec.source)), {}
     if spec.kind == "bundled":
         with resources.as_file(resources.files("sclora_tools.datasets").joinpath(spec.source)) as path:
-            return read_local_file(path)
+            return read_local_file(path), {}
     return read_hub_dataset(spec)
 
 
@@ -116,14 +127,11 @@ def read_local_file(path: Path) -> list[dict]:
             with open(path, encoding="utf-8") as handle:
                 return [json.loads(line) for line in handle if line.strip()]
         if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return data if isinstance(data, list) else data.get("data") or data.get("rows") or []
+            return read_json(path.read_text(encoding="utf-8"))
         if suffix == ".csv":
             with open(path, encoding="utf-8", newline="") as handle:
                 return list(csv.DictReader(handle))
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return read_parquet(path)
     except UnicodeDecodeError as exc:
         raise InputError(f"{path} is not UTF-8 text (it holds the byte 0x{exc.object[exc.start:exc.start + 1].hex()}, which UTF-8 "
                          "cannot decode there); re-save it as UTF-8.") from exc
@@ -131,16 +139,34 @@ def read_local_file(path: Path) -> list[dict]:
         raise InputError(f"cannot read {path} as {suffix[1:]} ({exc}); fix the file or convert it.") from exc
 
 
-def read_hub_dataset(spec: DatasetSpec) -> list[dict]:
+def read_parquet(path: Path) -> list[dict]:
     try:
-        import datasets
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError(f"reading {path.name} needs pyarrow, which is not installed: `pip install pyarrow`, or convert "
+                         "the data to .jsonl.") from None
+    return pq.read_table(path).to_pylist()
 
-        loaded = datasets.load_dataset(spec.source, split=spec.split, revision=spec.revision)
-    except Exception as exc:  # datasets raises many types for missing/offline/unknown repos
-        raise InputError(
-            f"cannot load dataset {spec.source!r} (split {spec.split}) from the Hub: {type(exc).__name__}; pass a local .jsonl file instead."
-        ) from exc
-    return [dict(row) for row in loaded]
+
+def read_json(text: str) -> list[dict]:
+    """A .json file: a list of rows, {"data"|"rows": [...]}, or (as many Hub datasets ship) JSON Lines."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return data if isinstance(data, list) else data.get("data") or data.get("rows") or []
+
+
+def read_hub_dataset(spec: DatasetSpec) -> tuple[list[dict], dict]:
+    """The split's data files from the Hub (or its local cache), read like local files."""
+    label = spec.source if spec.name == spec.source else f"{spec.name} ({spec.source})"
+    instead = (f"the bundled stand-in {spec.offline} (same fields, no Hub needed)" if spec.offline
+               else "a local .jsonl/.json/.csv/.parquet file")
+    found = download_split(spec.source, spec.revision, spec.split, instead, label)
+    rows = [row for path in found.paths() for row in read_local_file(path)]
+    return rows, {"commit": found.commit, "data_files": list(found.files)}
 
 
 def sample_rows(rows: list[dict], count: int, seed: int, label: str) -> list[dict]:
@@ -158,11 +184,11 @@ def sample_rows(rows: list[dict], count: int, seed: int, label: str) -> list[dic
 def load_dataset_rows(argument: str, count: int | None, seed: int) -> LoadedDataset:
     """The dataset's rows: `count` sampled with `seed`, or all of them when count is None."""
     spec = resolve_dataset(argument)
-    rows = read_rows(spec)
+    rows, origin = read_rows(spec)
     if not rows:
         raise InputError(f"dataset {argument} has no rows; check the file or split.")
     chosen = rows if count is None else sample_rows(rows, count, seed, argument)
-    return LoadedDataset(spec=spec, rows=chosen, total_rows=len(rows))
+    return LoadedDataset(spec=spec, rows=chosen, total_rows=len(rows), record=origin)
 
 
 def apply_templates(row: dict, spec: DatasetSpec) -> dict:
@@ -218,6 +244,7 @@ def texts_record(loaded: LoadedDataset, examples: list[Example], tokens: int, ro
     return DatasetRecord(
         role=role,
         **loaded.spec.describe(),
+        **loaded.record,
         rows_available=loaded.total_rows,
         samples=len(examples),
         tokens=tokens,

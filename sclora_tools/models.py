@@ -4,7 +4,7 @@ discovery of target layers and of which targets share one input."""
 from __future__ import annotations
 
 import contextlib
-import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from . import aligned, embedded, ui
 from .errors import InputError, NumericalError, UsageError
 from .io.checkpoint import weight_files
 from .io.hashing import sha256_file
+from .io.hub import hub_endpoint, hub_offline
 
 HUB_FILE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -67,10 +68,12 @@ def download_model(spec: str) -> ModelSource:
     repo_id, _, revision = spec.partition("@")
     if repo_id.count("/") != 1 or repo_id.startswith(("/", ".")):
         raise InputError(f"model {spec!r} is neither a local directory nor a Hub id like ORG/NAME[@revision]; check the path.")
+    offline = hub_offline()
     try:
-        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=HUB_FILE_PATTERNS))
+        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=HUB_FILE_PATTERNS, local_files_only=offline,
+                                      endpoint=hub_endpoint()))
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError) as exc:
-        offline = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        offline = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if offline else ""
         raise InputError(f"cannot fetch model {spec!r} from the Hub{offline}; pass a local model directory instead.") from exc
     weight_files(path)
     return ModelSource(spec=spec, repo_id=repo_id, revision=path.name, path=path)
@@ -132,15 +135,18 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """No "Loading weights" bar and no advice from transformers while it loads: our own output is the
-    stage's progress and summary, and a load that fails becomes our one sentence."""
+    """No "Loading weights" bar, no advice and no deprecation notices (PEFT calls transformers'
+    deprecated `is_gradient_checkpointing`) from the libraries while they load: our own output is
+    the stage's progress and summary, and a load that fails becomes our one sentence."""
     from transformers.utils import logging as transformers_logging
 
     was_enabled, verbosity = transformers_logging.is_progress_bar_enabled(), transformers_logging.get_verbosity()
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
+            yield
     finally:
         transformers_logging.set_verbosity(verbosity)
         if was_enabled:

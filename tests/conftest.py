@@ -1,9 +1,11 @@
 """Shared fixtures: the tiny models (fp32, bf16, fp16) and data files, a batch of token ids, the
 cached pipeline chain (`tiny_chain`) and the published run the push and card tests use, a CLI
-runner, and the Hub test double's fixtures (`fake_hub`, `fake_hub_factory`) through its plugin."""
+runner, the fork server that starts `sclora` as real processes (`forkserver`), and the Hub test
+double's fixtures (`fake_hub`, `fake_hub_factory`) through its plugin."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from tests.chain import ChainFactory
+from tests.reliability.processes import REPO, ForkServer
 from tests.tiny import DTYPES, corpus, save_tiny, write_jsonl
 
 pytest_plugins = ["tests.hubdouble.plugin"]
@@ -94,3 +97,12 @@ def merged_run(tiny_chain) -> Path:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def forkserver(tmp_path_factory):
+    """One fork server per session (its imports are the expensive part); children are offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "SCLORA_CACHE": str(tmp_path_factory.mktemp("sclora-cache"))}
+    server = ForkServer(tmp_path_factory.mktemp("forked"), env)
+    yield server
+    server.close()

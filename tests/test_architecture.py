@@ -129,14 +129,20 @@ def test_core_is_torch_and_the_standard_library_only():
             assert inside_core or root in allowed_roots, f"{name} imports {imported_name}; core/ is pure tensor maths"
 
 
-def test_io_uses_only_core_errors_and_the_version():
-    allowed = (f"{FACADE}.io", f"{FACADE}.core", f"{FACADE}.errors")
+def test_io_uses_only_core_errors_the_launcher_and_the_version():
+    allowed = (f"{FACADE}.io", f"{FACADE}.core", f"{FACADE}.errors", f"{FACADE}.launcher")
     for name, path in package_modules().items():
         if layer(name) != "io":
             continue
         ours = {i for i in imports_of(name, path) if i == FACADE or i.startswith(f"{FACADE}.")}
         strays = {i for i in ours if i not in (FACADE, f"{FACADE}.__version__") and not i.startswith(allowed)}
         assert not strays, f"{name} imports {sorted(strays)}; io/ sits below data, models and the stages"
+
+
+def test_the_launcher_is_a_leaf_that_io_may_use():
+    path = package_modules()[f"{FACADE}.launcher"]
+    ours = {i for i in imports_of(f"{FACADE}.launcher", path) if i.startswith(f"{FACADE}.")}
+    assert all(i.startswith(f"{FACADE}.errors") for i in ours), f"launcher imports {sorted(ours)}; it must stay a leaf below io/"
 
 
 def test_no_file_of_the_package_is_over_400_lines():

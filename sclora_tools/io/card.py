@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+from . import recipe
 from .manifest import Manifest
 from .manifest_settings import TrainSettings
 from .manifest_types import DatasetRecord, Role, VerificationRecord
@@ -31,7 +32,7 @@ WHATS = ("all", "merged", "lora")
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#!|~&$])")
-CALIBRATION_KEYS = ("role", "name", "kind", "source", "revision", "split", "samples", "tokens", "texts_sha256")
+CALIBRATION_KEYS = ("role", "name", "kind", "source", "revision", "commit", "split", "samples", "tokens", "texts_sha256")
 METADATA_ORDER = ["license", "license_name", "license_link", "base_model", "base_model_relation", "library_name",
                   "pipeline_tag", "tags", "datasets", "model-index", "sclora"]
 TEMPLATE = "model_card.md.j2"
@@ -201,7 +202,8 @@ class Facts:
             "scale": config.scale,
             "normalization": config.normalization,
             "checkpoint_dtype": config.checkpoint_dtype,
-            "targets": list(config.targets),
+            "target_modules": self.target_kinds,
+            "target_layers": len(config.targets),
             "method_settings": self.method_block(),
             "base": {"id": self.base_id, "revision": self.model.revision, "weight_files": dict(self.model.weight_files)},
             "published": self.what,
@@ -272,17 +274,23 @@ class Facts:
 
     @property
     def target_kinds(self) -> list[str]:
-        """q_proj, k_proj, ...: the last part of every target's name, sorted."""
-        return sorted({str(target).rsplit(".", 1)[-1] for target in self.config.targets})
+        """q_proj, k_proj, ...: the last part of every target's name, in the model's order (the full
+        names stay in sclora_manifest.json)."""
+        return list(dict.fromkeys(str(target).rsplit(".", 1)[-1] for target in self.config.targets))
 
     @property
     def commands(self) -> list[str]:
-        return [m.command for m in self.lineage if m.command]
+        """The `sclora` commands that make this model again, every resolved setting spelled out."""
+        return recipe.commands(self.manifest, self.eval_report if self.metrics else None)
 
     @property
-    def has_api_commands(self) -> bool:
-        """Whether a stage ran through the Python API (its command is not an `sclora` line)."""
-        return any(not command.startswith("sclora ") for command in self.commands)
+    def gates(self) -> list[dict]:
+        """The gate checks that decided publication, as the eval report or the merge manifest records
+        them (`gates`: a list, or {"checks": [...]}, of {"metric", "condition", "value", "passed"});
+        empty when the run had none."""
+        recorded = self.eval_report.get("gates") or self.manifest.raw.get("gates")
+        checks = recorded.get("checks") if isinstance(recorded, Mapping) else recorded
+        return [dict(check) for check in checks or () if isinstance(check, Mapping)] if isinstance(checks, list) else []
 
     @property
     def repo_literal(self) -> str:

@@ -69,12 +69,19 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set now, or as the client read it at import."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def upload(files: list[Planned], repo_id: str, token: str | None, private: bool, revision: str | None,
            commit_message: str, progress: bool) -> dict:
     """create_repo, create_branch, ONE create_commit, then check the remote files at the new commit."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+    if hub_offline():
         raise UsageError("HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it, or use --to DIR (or --dry-run) to stay offline.")
     if token is None:
         raise RemoteError("no Hub token found; set HF_TOKEN or run `hf auth login` (a token is never read from the command line).")

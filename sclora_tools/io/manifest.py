@@ -5,11 +5,13 @@ setting."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
 import json
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,12 @@ from ..errors import InputError, MismatchError, VerificationError
 from .atomic import MANIFEST, write_json
 from .hashing import sha256_file
 from .manifest_settings import CONFIG_TYPES, CalibrationConfig, InitConfig, SweepConfig
-from .manifest_types import KINDS, SHORT_NAMES, SUMMARY_TYPES, DatasetRecord, ModelRecord, Role, Summary, VerificationRecord, as_tuple
+from .manifest_types import KINDS, SHORT_NAMES, SUMMARY_TYPES, DatasetRecord, ModelRecord, PipelineRecord, Role, Summary, VerificationRecord, as_tuple
 
 SCHEMA_VERSION = 1
 MADE_BY = {"calibration": "calibrate", "init": "init", "train": "train", "merge": "merge", "sweep": "sweep"}
+# The workspace stage being run, if any: new_manifest records it as the manifest's "pipeline" section.
+RUNNING_STAGE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("running_stage", default=None)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,12 @@ class Manifest:
         """init: the sha256 of every tensor of the source checkpoint."""
         return dict(self.raw.get("source_tensors") or {})
 
+    @property
+    def pipeline(self) -> PipelineRecord | None:
+        """The workspace stage record (settings and identity), if a workspace command made it."""
+        record = self.raw.get("pipeline")
+        return PipelineRecord.from_dict(record) if isinstance(record, Mapping) else None
+
     def dataset(self, role: Role) -> DatasetRecord | None:
         """The first dataset recorded with `role`."""
         return next((d for d in self.datasets if d.role is role), None)
@@ -133,7 +143,18 @@ def new_manifest(kind: str, **sections: object) -> dict:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command_line(),
         **sections,
+        **({"pipeline": RUNNING_STAGE.get()} if RUNNING_STAGE.get() is not None else {}),
     }
+
+
+@contextlib.contextmanager
+def recording_stage(record: dict) -> Iterator[None]:
+    """Every manifest written inside the block records `record` (a PipelineRecord's dict)."""
+    token = RUNNING_STAGE.set(record)
+    try:
+        yield
+    finally:
+        RUNNING_STAGE.reset(token)
 
 
 def file_hashes(directory: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:

@@ -99,13 +99,21 @@ class DatasetRecord(Record):
     tokens: int | None = None
     texts_sha256: str | None = None
     truncated: int | None = None  # samples cut at --max-length (None: not counted by the tool that wrote it)
+    commit: str | None = None  # a Hub dataset: the commit `revision` resolved to
+    data_files: tuple[str, ...] = ()  # a Hub dataset: the split's files read at that commit
 
     @classmethod
     def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return {**values, "role": Role.parse(values.get("role"))}
+        return {**values, "role": Role.parse(values.get("role")), "data_files": as_tuple(values.get("data_files"))}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "role": self.role.value}
+        return {**asdict(self), "role": self.role.value, "data_files": list(self.data_files)}
+
+    @property
+    def argument(self) -> str | None:
+        """What loads this dataset again: a file's absolute path (its name alone is only right in the
+        folder it was read from), else the registry name or the Hub argument as given."""
+        return self.source if self.kind == "file" and self.source else self.name
 
 
 @dataclass(frozen=True)
@@ -215,3 +223,15 @@ class SweepSummary(Summary):
 
 SUMMARY_TYPES: dict[str, type[Summary]] = {"calibration": CalibrationSummary, "init": InitSummary, "train": TrainSummary,
                                            "merge": MergeSummary, "sweep": SweepSummary}
+
+
+@dataclass(frozen=True)
+class PipelineRecord(Record):
+    """What a workspace stage was run with (workspace/identity.py): the stage, its identity (a hash
+    of the settings, the inputs' manifest hashes and the tool version), the resolved settings and
+    the sha256 of each input's manifest."""
+
+    stage: str | None = None
+    identity: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)

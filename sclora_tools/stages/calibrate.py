@@ -126,7 +126,8 @@ def calibrate(
 
 def prepare(model, arguments, samples, seed, max_length, targets, dtype, sequential_choice, device_map, ranks, trust_remote_code,
             output_dir, progress, every_input: bool = False) -> Prepared:
-    datasets = {role: data.load_dataset_rows(argument, samples, seed) for role, argument in zip(CALIBRATION_ROLES, arguments, strict=True)}
+    datasets = ranks.writer_first(lambda: {role: data.load_dataset_rows(argument, samples, seed)  # rank 0 fills the Hub cache
+                                           for role, argument in zip(CALIBRATION_ROLES, arguments, strict=True)})
     source = ranks.writer_first(lambda: models.resolve_model(model))
     reader = CheckpointReader(source.path)
     tokenizer = models.load_tokenizer(source.path, trust_remote_code)

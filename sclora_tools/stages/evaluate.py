@@ -23,7 +23,6 @@ from ..evaluation.sets import load_set
 from ..io.atomic import MANIFEST, write_json
 from ..io.judge import JudgeConfig, judge_settings
 from ..io.manifest import init_run_dir, load_manifest, verify_files
-from ..training.quiet import quiet_libraries
 
 SCHEMA_VERSION = 1
 EVAL_FILE = "eval.json"
@@ -165,7 +164,7 @@ def load_for_eval(target: Target, device: torch.device):
     if target.adapter_dir is not None:
         from peft import PeftModel
 
-        with quiet_libraries():  # PEFT reads transformers' deprecated is_gradient_checkpointing (a FutureWarning)
+        with models.quiet_loading():
             model = folded_if_exact_enough(PeftModel.from_pretrained(model, target.adapter_dir))
     return model.to(device).eval(), models.load_tokenizer(target.model_dir)
 
@@ -203,8 +202,8 @@ def assemble(target: Target, sets: dict, outcomes: dict, settings: dict, seconds
         "tool": {"name": "sclora-tools", "version": __version__},
         "model": target.record,
         "metrics": metrics,
-        "sets": {role: {**evalset.loaded.spec.describe(), "rows": evalset.loaded.total_rows, "samples": len(evalset.examples)}
-                 for role, evalset in sets.items()},
+        "sets": {role: {**evalset.loaded.spec.describe(), **evalset.loaded.record, "rows": evalset.loaded.total_rows,
+                        "samples": len(evalset.examples)} for role, evalset in sets.items()},
         "settings": settings,
         "seconds": {**{role: outcome.seconds for role, outcome in outcomes.items()}, "total": round(seconds, 2)},
         "examples": {role: outcome.examples for role, outcome in outcomes.items()},

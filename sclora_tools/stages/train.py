@@ -70,7 +70,7 @@ def train(
                 verify_files(run_dir, init_manifest, only=("adapter/", "residual/"))
                 check_options(init_manifest, epochs, max_steps, lr, batch_size, grad_accum, freeze_a, freeze_b)
                 check_output(output_dir, resume)
-            prepared = prepare_data(run_dir, data_argument or init_manifest.dataset(Role.POS).name, samples, seed, max_length)
+            prepared = prepare_data(run_dir, data_argument or init_manifest.dataset(Role.POS).argument, samples, seed, max_length)
             settings = TrainSettings(data=prepared.argument, samples=len(prepared.features), epochs=epochs, max_steps=max_steps, lr=lr,
                                      batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
                                      freeze_a=freeze_a, freeze_b=freeze_b, gradient_checkpointing=gradient_checkpointing, bf16=bf16,

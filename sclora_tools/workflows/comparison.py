@@ -37,12 +37,10 @@ def row(label: str, metrics: dict, lr: float | None = None, update_norm: float |
     return {"model": label, "lr": lr, "update_norm": update_norm, **metrics}
 
 
-def table(rows: list[dict], settings: dict) -> Table:
-    """One line per model: the shipped model, the start, and each fine-tune."""
-    out = Table(title=f"safety kept vs task learnt ({settings['eval_samples']} held-out rows per set)", title_justify="left",
-                caption=f"shipped model: {settings['baseline']}; start (W0): {settings['model']}. lr: each fine-tune's learning "
-                        "rate, chosen so that both reach about the same |dW|_F (the testbed's matched rates); |dW|_F: the norm "
-                        "each one reached.", caption_justify="left")
+def table(rows: list[dict]) -> Table:
+    """One line per model: the shipped model, the start, and each fine-tune with its learning rate
+    and the update norm |dW|_F it reached (the README explains the columns)."""
+    out = Table(title="sclora comparison", title_justify="left")
     for header in ("model", "lr", "|dW|_F", *(name for _, name in COLUMNS)):
         out.add_column(header, justify="left" if header == "model" else "right", no_wrap=header == "model")
     for entry in rows:

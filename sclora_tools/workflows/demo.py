@@ -54,7 +54,7 @@ class DemoSettings:
 
 
 def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
-    """Run every stage into `output_dir`; returns {stage: seconds} and the key results."""
+    """Run every stage into `output_dir`; returns where, the settings, {stage: seconds} and the key results."""
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     timings, started = {}, time.time()
@@ -67,14 +67,14 @@ def demo(output_dir: str | Path = "sclora-demo", settings: DemoSettings = DemoSe
         return result
 
     s = settings
-    start_rows = timed("eval start", evaluate_starts, root, s, progress) if s.eval_samples else []
+    start_rows = timed("start", evaluate_starts, root, s, progress) if s.eval_samples else []
     timed("calibrate", calibrate, s.model, s.pos, s.neg, root / "calib", samples=s.samples, max_length=s.max_length, progress=progress)
     initialised = timed("init", init, root / "calib", root / "run", beta=s.beta, rank=s.rank, progress=progress)
     trained = timed("train", train, root / "run", root / "trained", progress=progress, **training(s, s.lr))
     merged = timed("merge", merge, root / "trained", root / "merged", progress=progress)
     runs = {stage: Manifest.from_dict(manifest) for stage, manifest in (("init", initialised), ("train", trained), ("merge", merged))}
-    results = {"settings": asdict(s), "seconds": timings, "init": runs["init"].raw["summary"], "train": runs["train"].raw["summary"],
-               "verification_passed": runs["merge"].verification.passed}
+    results = {"output": str(root), "settings": asdict(s), "seconds": timings, "init": runs["init"].raw["summary"],
+               "train": runs["train"].raw["summary"], "verification_passed": runs["merge"].verification.passed}
     results.update(evaluate_and_publish(root, s, timed, progress))
     if s.eval_samples:
         lora_row = timed("lora", vanilla_lora, root, s, progress) if s.compare else None
@@ -130,4 +130,4 @@ def show_summary(results: dict, runs: dict[str, Manifest], root: Path) -> None:
     rows.append(("artefacts", str(root)))
     ui.console.print(ui.summary_table("sclora demo", rows))
     if "comparison" in results:
-        ui.console.print(comparison.table(results["comparison"], results["settings"]))
+        ui.console.print(comparison.table(results["comparison"]))

@@ -21,6 +21,7 @@ from sclora_tools.calibration.distributed import RankFailedError, Ranks, from_en
 from sclora_tools.errors import UsageError
 from sclora_tools.io.covariances import open_covariances
 from sclora_tools.io.manifest_types import CALIBRATION_ROLES, Role
+from tests.documents import result_of
 
 SCLORA = str(Path(sys.executable).parent / "sclora")
 
@@ -39,7 +40,7 @@ def test_two_ranks_under_torchrun_equal_one_process(tiny_fp32, data_files, tmp_p
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "SCLORA_QUIET": "0"}
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    manifest = json.loads(result.stdout)  # exactly one JSON document: rank 1 printed nothing on stdout
+    manifest = result_of(result.stdout, "calibrate")  # exactly one JSON document: rank 1 printed nothing on stdout
     single = calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), tmp_path / "one",
                        samples=24, max_length=40, batch_size=4, storage="float64", device="cpu", progress=False)
     assert manifest["config"]["world_size"] == 2 and single["config"]["world_size"] == 1
@@ -67,7 +68,7 @@ def test_accelerate_launch_runs_two_ranks(tiny_fp32, data_files, tmp_path):
                "--samples", "12", "--max-length", "32", "--device", "cpu", "--json"]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    manifest = json.loads(result.stdout)
+    manifest = result_of(result.stdout, "calibrate")
     assert manifest["config"]["world_size"] == 2
     assert [len(share) for share in manifest["config"]["samples_per_rank"]["+"]] == [6, 6]
 

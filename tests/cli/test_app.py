@@ -12,6 +12,7 @@ import sclora_tools.cli
 from sclora_tools.cli.app import app
 from tests.chain import fresh_copy
 from tests.cli.commands import INIT_ARTEFACTS, init_args, leftovers
+from tests.documents import result_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +62,7 @@ def test_calibrate_then_init_end_to_end(runner, tiny_fp32, data_files, tmp_path)
     result = runner.invoke(app, ["calibrate", str(tiny_fp32), "--pos", str(data_files["pos"]), "--neg", str(data_files["neg"]),
                                  "-o", str(calib), "--samples", "16", "--max-length", "32", "--batch-size", "4", "--json"])
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.stdout)  # stdout holds only the JSON
+    printed = result_of(result.stdout, "calibrate")  # stdout holds only the JSON document
     assert printed["kind"] == "calibration"
     assert printed == json.loads((calib / "manifest.json").read_text())
     assert {"pos.safetensors", "neg.safetensors"} <= set(printed["files"])
@@ -73,7 +74,7 @@ def test_calibrate_then_init_end_to_end(runner, tiny_fp32, data_files, tmp_path)
 
     result = runner.invoke(app, ["init", str(calib), "-o", str(run), "--rank", "4", "--beta", "0.5", "--json"])
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.stdout)
+    printed = result_of(result.stdout, "init")
     assert printed["kind"] == "init"
     assert printed == json.loads((run / "manifest.json").read_text())
     for relative in INIT_ARTEFACTS:
@@ -96,7 +97,7 @@ def test_rerunning_init_into_the_same_directory_replaces_it(runner, calibration,
     assert not (out / "stale.txt").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["rank"] == 2 and manifest["config"]["method"] == "lora"
-    assert json.loads(again.stdout) == manifest
+    assert result_of(again.stdout, "init") == manifest
     for relative in INIT_ARTEFACTS:
         assert (out / relative).is_file()
     assert leftovers(out) == []
@@ -118,7 +119,7 @@ def test_beta_one_with_few_negative_tokens_warns(runner, calibration, tmp_path):
     assert result.exit_code == 0, result.output
     warning = " ".join(result.stderr.split())
     assert "warning:" in warning and "appendix B" in warning and "beta < 1" in warning
-    assert json.loads(result.stdout)["config"]["beta"] == 1.0  # the warning stays off stdout
+    assert result_of(result.stdout, "init")["config"]["beta"] == 1.0  # the warning stays off stdout
 
 
 def test_beta_below_one_does_not_warn_and_stdout_stays_empty_without_json(runner, calibration, tmp_path):
@@ -134,7 +135,7 @@ def test_cli_eval_json(runner, tiny_fp32, tmp_path):
     result = runner.invoke(app, ["eval", str(tiny_fp32), "--samples", "2", "--max-new-tokens", "2", "--utility", "none",
                                       "--benign", "none", "-o", str(output), "--json"])
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.stdout)
+    printed = result_of(result.stdout, "eval")
     assert printed == json.loads(output.read_text())
     assert set(printed["metrics"]) == {"refusal_rate", "refusal_nll", "knowledge_em"}
 

@@ -43,7 +43,7 @@ class ReadEndpoints:
         repo = self.get_repo(repo_id, record)
         commit = self.resolve(repo, revision or "main")
         return json_response({
-            "_id": repo.uid, "id": repo_id, "modelId": repo_id, "author": repo_id.split("/", 1)[0], "sha": commit.oid,
+            "_id": repo.uid, "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.repo_id.split("/", 1)[0], "sha": commit.oid,
             "lastModified": commit.date, "createdAt": repo.created_at, "private": repo.private, "disabled": False,
             "gated": False, "downloads": 0, "likes": 0, "tags": [], "spaces": [],
             "siblings": [{"rfilename": path} for path in sorted(commit.files)],

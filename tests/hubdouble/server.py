@@ -1,19 +1,22 @@
 """`FakeHubServer`: an in-memory Hugging Face Hub for tests, on 127.0.0.1, that the REAL
 `huggingface_hub` client (and transformers, peft) can upload to and download from.
 
-It speaks what sclora's own Hub traffic needs, on model repos, through the client's classic
-(non-Xet) code paths:
+It speaks what sclora's own Hub traffic needs, on model and dataset repos, through the client's
+classic (non-Xet) code paths (``{models}`` is ``models`` or ``datasets``, ``{prefix}`` is empty or
+``datasets/``, as on the Hub):
 
-* ``POST /api/repos/create``, ``POST /api/validate-yaml``
-* ``GET /api/models/{repo}`` and ``.../revision/{rev}`` (``sha``, ``siblings``)
-* ``GET /api/models/{repo}/tree/{rev}[/{path}]`` (``recursive``)
-* ``POST /api/models/{repo}/branch/{branch}``
-* ``POST /api/models/{repo}/preupload/{rev}`` (regular vs lfs, remote ``oid``)
-* ``POST /{repo}.git/info/lfs/objects/batch`` (basic uploads pointing back here), ``.../verify``, the PUT
-* ``POST /api/models/{repo}/commit/{rev}`` (NDJSON: header / file / lfsFile / deletedFile), atomic,
+* ``POST /api/repos/create`` (``type`` model or dataset), ``POST /api/validate-yaml``
+* ``GET /api/{models}/{repo}`` and ``.../revision/{rev}`` (``sha``, ``siblings``)
+* ``GET /api/{models}/{repo}/tree/{rev}[/{path}]`` (``recursive``)
+* ``POST /api/{models}/{repo}/branch/{branch}``
+* ``POST /api/{models}/{repo}/preupload/{rev}`` (regular vs lfs, remote ``oid``)
+* ``POST /{prefix}{repo}.git/info/lfs/objects/batch`` (basic uploads pointing back here), ``.../verify``, the PUT
+* ``POST /api/{models}/{repo}/commit/{rev}`` (NDJSON: header / file / lfsFile / deletedFile), atomic,
   ``parentCommit`` check (412)
-* ``GET|HEAD /{repo}/resolve/{rev}/{path}`` with ETag, X-Repo-Commit, X-Linked-Etag / X-Linked-Size for
+* ``GET|HEAD /{prefix}{repo}/resolve/{rev}/{path}`` with ETag, X-Repo-Commit, X-Linked-Etag / X-Linked-Size for
   LFS files, and the ``X-Error-Code`` headers the client maps to its exceptions
+
+The test helpers name a repo by its key: ``ORG/NAME`` for a model, ``datasets/ORG/NAME`` for a dataset.
 
 Every request is recorded (method, path, headers, body) so tests can check which token was sent and
 that it never leaked into uploaded bytes; `fail_next_commit` makes the next commit fail with a 500, and
@@ -45,6 +48,8 @@ from .storage import (
     lfs_patterns,
     matches_any,
     now_iso,
+    repo_key,
+    split_key,
     validate_path,
 )
 from .transport import Handler, Response, Server
@@ -120,7 +125,8 @@ class FakeHubServer(ReadEndpoints, WriteEndpoints):
     # -- test helpers: state -----------------------------------------------------------------------------------------
 
     def create_repo(self, repo_id: str, *, private: bool = False, files: dict[str, bytes] | None = None) -> Repo:
-        """Create a repo directly (no HTTP), optionally with a second commit holding `files`."""
+        """Create a repo directly (no HTTP), optionally with a second commit holding `files`.
+        `repo_id` is the key: `datasets/ORG/NAME` makes a dataset repo."""
         with self._lock:
             if repo_id in self.repos:
                 raise ValueError(f"repo {repo_id} already exists")
@@ -228,11 +234,12 @@ class FakeHubServer(ReadEndpoints, WriteEndpoints):
         self._counter += 1
         return hashlib.sha1(json.dumps([self._counter, now_iso(), *parts], default=str).encode()).hexdigest()
 
-    def new_repo(self, repo_id: str, private: bool) -> Repo:
-        repo = Repo(repo_id=repo_id, private=private, created_at=now_iso())
-        repo.uid = self.new_oid("repo", repo_id)[:24]
+    def new_repo(self, key: str, private: bool) -> Repo:
+        repo_type, repo_id = split_key(key)
+        repo = Repo(repo_id=repo_id, private=private, created_at=now_iso(), repo_type=repo_type)
+        repo.uid = self.new_oid("repo", key)[:24]
         self.add_commit(repo, "main", None, {".gitattributes": Blob.regular(DEFAULT_GITATTRIBUTES.encode())}, "initial commit", "")
-        self.repos[repo_id] = repo
+        self.repos[key] = repo
         return repo
 
     def add_commit(self, repo: Repo, branch: str, parent: str | None, files: dict[str, Blob], title: str, message: str) -> Commit:
@@ -287,7 +294,7 @@ class FakeHubServer(ReadEndpoints, WriteEndpoints):
         return repo.commits[oid]
 
     def repo_url(self, repo: Repo) -> str:
-        return f"{self.url}/{repo.repo_id}"
+        return f"{self.url}/{repo.key}"
 
     # -- dispatch ----------------------------------------------------------------------------------------------------
 
@@ -317,9 +324,10 @@ class FakeHubServer(ReadEndpoints, WriteEndpoints):
             return self.validate_yaml(record)
         if segs == ["repos", "create"] and method == "POST":
             return self.create_repo_endpoint(record)
-        if len(segs) < 3 or segs[0] != "models":
+        if len(segs) < 3 or segs[0] not in ("models", "datasets"):
             return None
-        repo_id, action, args = f"{unquote(segs[1])}/{unquote(segs[2])}", segs[3] if len(segs) > 3 else None, [unquote(s) for s in segs[4:]]
+        repo_id = repo_key(segs[0].removesuffix("s"), f"{unquote(segs[1])}/{unquote(segs[2])}")  # models -> model
+        action, args = segs[3] if len(segs) > 3 else None, [unquote(s) for s in segs[4:]]
         routes = {
             (None, "GET"): lambda: self.repo_info(repo_id, None, record),
             ("revision", "GET"): lambda: self.repo_info(repo_id, "/".join(args), record),
@@ -332,7 +340,12 @@ class FakeHubServer(ReadEndpoints, WriteEndpoints):
         return route() if route is not None and (action is None or args) else None
 
     def route_repo(self, method: str, segs: list[str], record: RequestRecord) -> Response | None:
-        namespace, name = unquote(segs[0]), unquote(segs[1])
+        prefix = ""
+        if segs[0] == "datasets":
+            prefix, segs = "datasets/", segs[1:]
+            if len(segs) < 3:
+                return None
+        namespace, name = prefix + unquote(segs[0]), unquote(segs[1])
         if name.endswith(".git") and segs[2:5] == ["info", "lfs", "objects"] and len(segs) == 6 and method == "POST":
             repo_id = f"{namespace}/{name.removesuffix('.git')}"
             if segs[5] == "batch":

@@ -1,5 +1,5 @@
 """What the Hub test double stores: blobs (regular or LFS), commits (full tree snapshots), model
-repos with branches, and the record of every request it received."""
+and dataset repos with branches, and the record of every request it received."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ class HttpError(Exception):
         self.message = message
         self.error_code = error_code
         self.headers = headers or {}
+
+
+URL_PREFIXES = {"model": "", "dataset": "datasets/"}  # the repo types the double serves, and their URL prefixes
+
+
+def repo_key(repo_type: str, repo_id: str) -> str:
+    """How the double names a repo: `ORG/NAME` for a model, `datasets/ORG/NAME` for a dataset."""
+    if repo_type not in URL_PREFIXES:
+        raise HttpError(400, f"the Hub test double serves model and dataset repos, not {repo_type!r} repos")
+    return URL_PREFIXES[repo_type] + repo_id
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(repo_type, repo_id) of a key made by repo_key."""
+    if key.startswith(URL_PREFIXES["dataset"]):
+        return "dataset", key.removeprefix(URL_PREFIXES["dataset"])
+    return "model", key
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -95,15 +112,21 @@ class Commit:
 
 @dataclass
 class Repo:
-    """A model repo: commits, branches (main first), visibility."""
+    """A model repo: commits, branches (main first), visibility. `key` names it in the double: the id for a model
+    repo, `datasets/ORG/NAME` for a dataset repo (the Hub's own URL path for it)."""
 
     repo_id: str
     private: bool
     created_at: str
+    repo_type: str = "model"
     commits: dict[str, Commit] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # commit oids, oldest first
     branches: dict[str, str] = field(default_factory=dict)
     uid: str = ""
+
+    @property
+    def key(self) -> str:
+        return repo_key(self.repo_type, self.repo_id)
 
     def resolve(self, revision: str) -> str | None:
         """The commit oid of a branch name, `refs/heads/NAME`, or a (possibly abbreviated) commit oid."""

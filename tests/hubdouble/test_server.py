@@ -267,3 +267,25 @@ def test_unicode_paths(fake_hub, tmp_path):
     with open(hf_hub_download(REPO, "données/été #1.txt", cache_dir=tmp_path), "rb") as f:
         assert f.read() == "héhé".encode()
     assert "données/été #1.txt" in api.list_repo_files(REPO)
+
+
+def test_dataset_repos_are_served_apart_from_model_repos(fake_hub, tmp_path):
+    api = HfApi()
+    url = api.create_repo(REPO, repo_type="dataset")
+    assert url.repo_type == "dataset" and url.url == f"{fake_hub.url}/datasets/{REPO}"
+    with pytest.raises(HfHubHTTPError, match="dataset repo"):
+        api.create_repo(REPO, repo_type="dataset")
+    assert not api.repo_exists(REPO)  # no model repo of that name
+    files = {"README.md": b"---\nconfigs: []\n---\n", "data/train-00000-of-00001.parquet": b"PAR1" + b"\0" * 64 + b"PAR1"}
+    info = upload(api, REPO, files, message="Upload dataset", repo_type="dataset")
+    entries = fake_hub.file_entries(f"datasets/{REPO}")
+    assert entries["data/train-00000-of-00001.parquet"].lfs and not entries["README.md"].lfs  # *.parquet is an LFS pattern
+    assert api.dataset_info(REPO).sha == info.oid == fake_hub.head(f"datasets/{REPO}")
+    assert sorted(api.list_repo_files(REPO, repo_type="dataset")) == sorted([".gitattributes", *files])
+    folder = snapshot_download(REPO, repo_type="dataset", allow_patterns=["data/*"], cache_dir=tmp_path)
+    assert os.path.basename(folder) == info.oid and os.listdir(folder) == ["data"]
+    path = hf_hub_download(REPO, "README.md", repo_type="dataset", revision=info.oid, cache_dir=tmp_path)
+    assert open(path, "rb").read() == files["README.md"]
+    assert fake_hub.requests_to(rf"^/datasets/{REPO}/resolve/{info.oid}/README.md$", method="GET")
+    with pytest.raises(RepositoryNotFoundError):
+        api.dataset_info("fake-org/absent")

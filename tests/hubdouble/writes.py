@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from .storage import MAX_REGULAR_FILE_SIZE, Blob, Commit, HttpError, Repo, validate_path
+from .storage import MAX_REGULAR_FILE_SIZE, Blob, Commit, HttpError, Repo, repo_key, validate_path
 from .transport import Response, json_response
 
 LFS_JSON = "application/vnd.git-lfs+json"
@@ -51,19 +51,17 @@ class WriteEndpoints:
     def create_repo_endpoint(self, record) -> Response:
         user = self.require_user(record)
         payload = json.loads(record.body or b"{}")
-        name = payload.get("name")
-        if (payload.get("type") or "model") != "model":
-            raise HttpError(400, "the Hub test double serves model repos only")
+        name, repo_type = payload.get("name"), payload.get("type") or "model"
         if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or "--" in name:
             raise HttpError(400, f"Invalid repo name {name!r}")
-        repo_id = f"{payload.get('organization') or user}/{name}"
+        repo_id = repo_key(repo_type, f"{payload.get('organization') or user}/{name}")
         existing = self.repos.get(repo_id)
         if existing is not None:
-            message = "You already created this model repo"
+            message = f"You already created this {repo_type} repo"
             return json_response({"error": message, "url": self.repo_url(existing)}, status=409, headers={"X-Error-Message": message})
         private = bool(payload.get("private")) or payload.get("visibility") in ("private", "protected")
         repo = self.new_repo(repo_id, private)
-        return json_response({"url": self.repo_url(repo), "name": repo_id, "id": repo.uid})
+        return json_response({"url": self.repo_url(repo), "name": repo.repo_id, "id": repo.uid})
 
     def create_branch(self, repo_id: str, branch: str, record) -> Response:
         repo = self.get_repo(repo_id, record, write=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 from huggingface_hub import ModelCard, hf_hub_download
@@ -35,7 +36,8 @@ def test_card_downloaded_from_the_hub_has_the_metadata(merged_run, fake_hub, tmp
 
     block, config = data["sclora"], manifest["config"]
     assert (block["beta"], block["rank"], block["alpha"], block["method"]) == (0.9, 4, 4.0, "sclora")
-    assert block["targets"] == config["targets"] and block["normalization"] == "token"
+    assert block["target_layers"] == len(config["targets"]) == 14 and block["normalization"] == "token"
+    assert block["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # not 14 paths
     assert block["base"]["revision"] == manifest["model"]["revision"]
     assert [c["role"] for c in block["calibration"]] == ["+", "-"]
     for entry, recorded in zip(block["calibration"], manifest["datasets"], strict=False):  # datasets also lists "train"
@@ -50,8 +52,8 @@ def test_card_downloaded_from_the_hub_has_the_metadata(merged_run, fake_hub, tmp
 
     text = card.text
     assert manifest["model"]["revision"] in text
-    for ancestor in ("calibration", "init", "train"):  # every stage's exact command, in order
-        assert ancestor in text
+    made = re.search(r"(?s)## How it was made.*?```bash\n(.*?)\n```", text).group(1).splitlines()
+    assert [line.split()[1] for line in made] == ["calibrate", "init", "train", "merge", "eval"]  # every stage, in order
     assert "```bash" in text and "--enable-lora" in text and "--max-lora-rank 8" in text
     assert "subfolder=\"lora\"" in text and "revision='c0ffee" in text
     assert "dCov = (1 - beta) Cov+ - beta Cov-" in text and "beta = 0.9" in text
@@ -85,6 +87,12 @@ def test_nasty_strings_cannot_break_the_front_matter_or_the_body(merged_run, fak
         for record in manifest["datasets"]:
             record.update(name=NASTY, source=NASTY, split=NASTY)
         manifest["parents"][0]["manifest"]["parents"][0]["manifest"]["command"] = "sclora init ```\n---\nlicense: mit\n```"
+        stage = manifest
+        while stage is not None:  # every stage's record, so that the nasty strings reach "How it was made" too
+            stage["model"]["spec"] = NASTY
+            for record in stage.get("datasets", []):
+                record.update(name=NASTY, source=NASTY, split=NASTY)
+            stage = stage["parents"][0]["manifest"] if stage.get("parents") else None
 
     manifest = edit_manifest(run, change)
     text = render_card(manifest, repo_id="org/name")
@@ -94,7 +102,8 @@ def test_nasty_strings_cannot_break_the_front_matter_or_the_body(merged_run, fak
     assert all(entry["name"] == NASTY and entry["source"] == NASTY for entry in data["sclora"]["calibration"])
     assert "{{ config }}" in data["sclora"]["calibration"][0]["name"]  # no template ran over it
     commands = re.search(r"(?s)\n````bash\n(.*?)\n````\n", card.text)  # ``` inside needs a longer fence
-    assert commands and "sclora init ```\n---\nlicense: mit\n```" in commands.group(1)  # verbatim, inert
+    assert commands and shlex.quote(NASTY) in commands.group(1)  # shell-quoted, verbatim, inert
+    assert "license: mit\n```" not in card.text  # the recorded argv is not on the card (it stays in the manifest)
     outside = card.text.replace(commands.group(0), "\n")
     assert not any(line.strip() == "---" for line in outside.splitlines())  # no rule, no second front matter
     assert NASTY.splitlines()[0] in outside and "<b>" not in outside and "\\<b\\>" in outside

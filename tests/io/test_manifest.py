@@ -19,12 +19,14 @@ from sclora_tools.io.manifest_types import CALIBRATION_ROLES, DatasetRecord, Rol
 TRAIN_KEYS = ["data", "samples", "epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "seed", "freeze_a",
               "freeze_b", "gradient_checkpointing", "bf16", "optimizer", "lr_scheduler", "warmup_ratio", "weight_decay",
               "world_size"]
-DATASET_KEYS = ["role", "name", "kind", "source", "split", "revision", "rows_available", "samples", "tokens", "texts_sha256", "truncated"]
+DATASET_KEYS = ["role", "name", "kind", "source", "split", "revision", "rows_available", "samples", "tokens", "texts_sha256", "truncated",
+                "commit", "data_files"]
 
 
 def dataset(role: str, name: str, tokens: int = 100) -> dict:
     return {"role": role, "name": name, "kind": "file", "source": f"/data/{name}", "split": "train", "revision": None,
-            "rows_available": 60, "samples": 8, "tokens": tokens, "texts_sha256": "ab" * 32, "truncated": 0}
+            "rows_available": 60, "samples": 8, "tokens": tokens, "texts_sha256": "ab" * 32, "truncated": 0,
+            "commit": None, "data_files": []}
 
 
 def chain() -> dict:

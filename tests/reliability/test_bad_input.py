@@ -37,6 +37,8 @@ from sclora_tools.io.manifest_types import Role
 from tests.chain import fresh_copy, tree_digest
 from tests.cli.commands import assert_clean_failure, leftovers
 from tests.conftest import PUBLISHED
+from tests.documents import failure_of
+from tests.hubdouble.dataset_repos import serve_samsum
 from tests.publishing import REPO
 from tests.reliability import damage
 from tests.reliability.processes import wait_until_started
@@ -180,6 +182,18 @@ def nan_in_weights(r: Rows) -> Call:
 def offline_hub_model(r: Rows) -> Call:
     return Call(r.calibrate("fake-org/never-downloaded"), InputError.exit_code, ("fake-org/never-downloaded", "HF_HUB_OFFLINE",
                 "local model directory"), r.out(), env={"HF_HUB_OFFLINE": "1"})
+
+
+def offline_hub_dataset(r: Rows) -> Call:
+    r.fixture("fake_hub")  # an empty Hub cache of its own
+    return Call(r.calibrate(r.model, "samsum"), InputError.exit_code, ("samsum (knkarthick/samsum) is not in the local Hub cache",
+                "HF_HUB_OFFLINE", "the bundled stand-in dialogsum"), r.out(), env={"HF_HUB_OFFLINE": "1"})
+
+
+def hub_dataset_without_the_split(r: Rows) -> Call:
+    serve_samsum(r.fixture("fake_hub"))
+    return Call(r.calibrate(r.model, "samsum:dev"), InputError.exit_code, ("has no split 'dev'", "test, train, validation",
+                "ORG/NAME:SPLIT"), r.out())
 
 
 # ----------------------------------------------------------------------------- rows: init
@@ -337,6 +351,8 @@ CASES = {
     "needs trust_remote_code": needs_trust_remote_code,
     "NaN in weights": nan_in_weights,
     "offline with a Hub id": offline_hub_model,
+    "offline with a Hub dataset not cached": offline_hub_dataset,
+    "a Hub dataset without the split": hub_dataset_without_the_split,
     "rank > min(d_out, d_in)": rank_too_large,
     "rank <= 0": rank_not_positive,
     "beta outside [0, 1]": beta_out_of_range,
@@ -374,7 +390,8 @@ def run_with_a_signal(forkserver, call: Call) -> None:
     assert child.wait() == call.code, child.stderr
     lines = [line for line in child.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and all(" ".join(p.split()) in lines[0] for p in call.phrases), child.stderr
-    assert child.stdout == "" and "Traceback" not in child.stderr
+    assert "Traceback" not in child.stderr
+    failure_of(child.stdout, call.argv[0], call.code, "interrupted" if call.send == signal.SIGINT else "terminated")  # --json
     assert not call.output.exists() and leftovers(call.output) == []  # the staging was removed on the way out
 
 
@@ -403,7 +420,9 @@ def test_bad_input(case, request, runner, tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         call.check(result)
         return
-    assert_clean_failure(result, call.output, *call.phrases, code=call.code)
+    message = assert_clean_failure(result, call.output, *call.phrases, code=call.code)
+    if "--json" in call.argv:
+        assert " ".join(failure_of(result.stdout, call.argv[0], call.code)["message"].split()) in " ".join(message.split())
     if call.check is not None:
         call.check(result)
     if call.unchanged is not None:

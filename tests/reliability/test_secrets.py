@@ -7,13 +7,13 @@ card, not in the traceback. The token was used: it went out in the Authorization
 
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
 
 import pytest
 
 from sclora_tools.cli.app import app
+from tests.documents import result_of
 
 MARKER = "hf_SecretMarker7f3a9cDoNotLeak0123456789"
 REPO = "fake-org/secret-test"
@@ -46,7 +46,7 @@ def test_the_token_appears_nowhere(hub, runner, tiny_fp32, data_files, tmp_path,
     for step in steps:
         result = runner.invoke(app, [*map(str, step), "--json"], env=environment)
         assert result.exit_code == 0, (step[0], result.output, result.exception)
-        json.loads(result.stdout)  # one JSON document, nothing else
+        result_of(result.stdout, str(step[0]))  # one JSON document, nothing else
         printed += [result.stdout, result.stderr]
 
     hub.fail_next_commit = True  # a failure under SCLORA_DEBUG=1: the exception and its chain are shown

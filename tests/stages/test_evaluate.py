@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import threading
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -220,7 +221,10 @@ def test_untouched_init_and_merge_runs_score_like_the_base_model(tiny_fp32, runs
 
 
 def test_train_run_loads_its_adapter_on_the_init_residual(runs):
-    result = evaluate(str(runs.trained), **RUN_SETS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate(str(runs.trained), **RUN_SETS)
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []  # PEFT's load warned through the API
     assert result["model"]["kind"] == "train"
     assert result["model"]["model_dir"] == str(runs.run / "residual")
     assert (runs.trained / "eval.json").is_file()

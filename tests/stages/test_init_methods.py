@@ -23,6 +23,7 @@ from sclora_tools.io.checkpoint import CheckpointReader
 from sclora_tools.io.covariances import open_covariances
 from sclora_tools.io.manifest_types import Role
 from tests.calibrations import DEFAULT_CALIBRATION, FOR_ALL
+from tests.documents import result_of
 
 RANK = 6
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}  # bf16: W_res is rounded to bf16, as the existing SC-LoRA check allows
@@ -149,10 +150,10 @@ def test_cli_init_method_and_calibrate_for(tiny_fp32, data_files, default_calibr
     result = runner.invoke(app, ["calibrate", str(tiny_fp32), "--pos", str(data_files["pos"]), "--neg", str(data_files["neg"]),
                                  "-o", str(tmp_path / "calib"), "--samples", "20", "--for", "corda-kpa,lora-null", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["config"]["for_methods"] == ["corda-kpa", "lora-null", "sclora"]
+    assert result_of(result.stdout, "calibrate")["config"]["for_methods"] == ["corda-kpa", "lora-null", "sclora"]
     result = runner.invoke(app, ["init", str(tmp_path / "calib"), "-o", str(tmp_path / "run"), "--method", "corda-kpa", "--rank", "4", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["config"]["method_settings"]["reads"] == ["input-side Cov-"]
+    assert result_of(result.stdout, "init")["config"]["method_settings"]["reads"] == ["input-side Cov-"]
 
 
 def test_lora_null_with_freeze_a_is_the_papers_variant_and_never_touches_the_neg_principal_subspace(tiny_chain):

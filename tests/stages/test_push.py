@@ -21,6 +21,7 @@ from sclora_tools.cli.app import app
 from sclora_tools.errors import InputError, RemoteError, UsageError, VerificationError
 from sclora_tools.io.local_paths import hide_in
 from tests.chain import fresh_copy
+from tests.documents import result_of
 from tests.publishing import LORA_FILES, MERGED_FILES, REPO, edit_manifest, hub_style
 from tests.tiny import logits
 
@@ -87,7 +88,7 @@ def test_the_token_appears_in_no_uploaded_byte_and_no_output(merged_run, fake_hu
     assert "sclora push" in result.stderr  # the summary was printed
     as_json = runner.invoke(app, ["push", str(merged_run), "--repo-id", "fake-org/leak", "--json"])
     assert as_json.exit_code == 0, as_json.output
-    assert json.loads(as_json.stdout)["changed"] is False  # identical second push: no new commit
+    assert result_of(as_json.stdout, "push")["changed"] is False  # identical second push: no new commit
     for output in (result.output, result.stderr, as_json.output, as_json.stderr):
         assert token not in output
     assert f"Bearer {token}" in fake_hub.auth_headers()  # it was used, in the header only

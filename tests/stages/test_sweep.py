@@ -19,6 +19,7 @@ from sclora_tools.cli.app import app
 from sclora_tools.errors import UsageError
 from sclora_tools.io.adapter import read_adapter
 from tests.calibrations import DEFAULT_CALIBRATION
+from tests.documents import result_of
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BETAS = [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0]
@@ -134,7 +135,7 @@ def test_missing_matplotlib_is_a_clear_error_before_any_work(calibration, tmp_pa
 def test_cli_sweep_json(calibration, tmp_path):
     result = CliRunner().invoke(app, ["sweep", str(calibration), "--betas", "0,0.5,1", "--rank", "4", "-o", str(tmp_path / "s"), "--json"])
     assert result.exit_code == 0, result.output
-    manifest = json.loads(result.stdout)
+    manifest = result_of(result.stdout, "sweep")
     assert manifest["config"]["betas"] == [0.0, 0.5, 1.0] and len(manifest["table"]) == 3
     bad = CliRunner().invoke(app, ["sweep", str(calibration), "--betas", "0,x"])
     assert bad.exit_code == UsageError.exit_code and "--betas must be comma-separated numbers" in bad.output

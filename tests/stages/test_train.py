@@ -63,6 +63,14 @@ def test_freeze_b_is_refused_for_vanilla_lora(small_run, data_files, tmp_path):
         train(run, tmp_path / "t", data_argument=str(data_files["pos"]), max_steps=1, freeze_b=True, progress=False)
 
 
+def test_without_data_it_trains_on_the_local_file_calibration_read(small_run, data_files, tmp_path, monkeypatch):
+    run = small_run()
+    monkeypatch.chdir(tmp_path)  # the file's bare name means nothing here: the recorded path is what counts
+    manifest = train(run, tmp_path / "t", max_steps=1, batch_size=2, max_length=96, progress=False)
+    record = next(d for d in manifest["datasets"] if d["role"] == "train")
+    assert record["source"] == str(data_files["pos"].resolve()) and record["kind"] == "file"
+
+
 def test_samples_without_response_tokens_are_refused(small_run, data_files, tmp_path):
     run = small_run()
     with pytest.raises(InputError, match="max-length"):

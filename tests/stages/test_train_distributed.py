@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from sclora_tools import train
+from tests.documents import result_of
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, SAVE_STEPS, SAMPLES = 4, 2, 100  # more samples than the file's 60 rows: a warning, rank 0's alone
@@ -108,21 +109,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_processe
 
 
 def test_resume_under_two_processes_continues_from_the_checkpoint(two_processes, one_process):
-    (resumed,) = json_documents(two_processes.result.stdout)  # stdout: rank 0's JSON document, nothing else
+    resumed = result_of(two_processes.result.stdout, "train")  # stdout: rank 0's JSON document, nothing else
     assert resumed == manifest(two_processes.resumed) and resumed["summary"]["steps"] == STEPS
     # steps 1-2 come from the checkpoint's trainer state, 3-4 were trained again from checkpoint-2
     assert losses(two_processes.resumed) == pytest.approx(losses(two_processes.uninterrupted), rel=LOSS_RTOL)
     assert_same_adapter(two_processes.resumed, two_processes.uninterrupted)
     assert (two_processes.resumed / "checkpoints" / f"checkpoint-{STEPS}").is_dir()
-
-
-def json_documents(text: str) -> list[dict]:
-    decoder, documents, position = json.JSONDecoder(), [], 0
-    while text[position:].strip():
-        position += len(text[position:]) - len(text[position:].lstrip())
-        document, position = decoder.raw_decode(text, position)
-        documents.append(document)
-    return documents
 
 
 def files_under(directory: Path) -> set[str]:

@@ -1,0 +1,84 @@
+"""The testbeds' tables: mean +- stdev over seeds, the model before fine-tuning on top, rows not
+run yet marked, and the probe pass (examples/testbed_common/report.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+
+from testbed_common.grid import MATCHED, Config, RateRule
+from testbed_common.report import Column, fmt, probes_table, table
+
+from tests.examples.testbeds import EXAMPLES, load_script
+
+RULE = RateRule(reference="LoRA", lr=2e-3, probe_lr=2e-3)
+CONFIGS = [Config("LoRA", "lora", rates=(2e-3,)), Config("PiSSA", "pissa"), Config("CorDA KPA", "corda-kpa"),
+           Config("SC-LoRA b=0.9", "sclora", 0.9, rates=(2.2e-4, 2e-3))]
+COLUMNS = (Column("score", "score"),)
+
+
+def row(config: str, lr: float, seed: int, score: float, norm: float) -> dict:
+    return {"config": config, "lr": lr, "seed": seed, "score": score, "update_norm": norm, "update_outside_fraction": None,
+            "train_seconds": 10.0, "eval_seconds": 5.0}
+
+
+def test_fmt_is_mean_and_sample_stdev():
+    assert fmt([0.9, 0.87, 0.94]) == f"{statistics.mean([0.9, 0.87, 0.94]):.3f} +- {statistics.stdev([0.9, 0.87, 0.94]):.3f}"
+    assert fmt([0.5, None]) == "0.500"
+    assert fmt([None]) == "n/a"
+
+
+def lines_of(markdown: str) -> dict[str, list[str]]:
+    return {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines()[2:])}
+
+
+def test_table_rows_hold_mean_stdev_and_mark_what_has_not_run():
+    rows = [row("LoRA", 2e-3, s, v, n) for s, v, n in ((0, 0.9, 13.0), (1, 0.8, 14.0), (2, 0.7, 15.0))]
+    rows += [row("PiSSA", 3e-4, 0, 0.95, 12.0)]
+    markdown = table(CONFIGS, {"PiSSA": 3e-4}, rows, {"score": 0.98}, "before", COLUMNS, RULE, seeds=3)
+    lines = markdown.splitlines()
+    assert lines[0].startswith("| model | lr | rate rule | score | update norm | update outside S | seeds | time/run |")
+    assert lines[2] == "| before | - | - | 0.980 | - | - | - | - |"
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[3:]]
+    assert body[0] == ["LoRA", "0.002", "reference", "0.800 +- 0.100", "14.000 +- 1.000", "n/a", "3", "15 s"]
+    assert body[1][:4] == ["PiSSA", "0.0003", "matched update norm (LoRA at 0.002)", "0.950"] and body[1][-2] == "1 of 3"
+    assert body[2][:4] == ["CorDA KPA", "matched, not measured yet", "matched update norm (LoRA at 0.002)", "not run yet"]
+    assert body[2][-2:] == ["0 of 3", "-"]
+    assert [b[:3] for b in body[3:]] == [["SC-LoRA b=0.9", "0.00022", "matched update norm (LoRA at 0.002)"],
+                                         ["SC-LoRA b=0.9", "0.002", "equal lr"]]
+    assert body[3][3] == "not run yet" and body[4][3] == "not run yet"
+    assert all(len(b) == len(body[0]) for b in body), "every row has every column"
+
+
+def test_a_row_run_at_an_unplanned_rate_still_shows():
+    markdown = table(CONFIGS, {}, [row("LoRA", 1e-3, 0, 0.5, 7.0)], {"score": 1.0}, "before", COLUMNS, RULE, seeds=1)
+    assert any(line.startswith("| LoRA | 0.001 | outside the plan | 0.500 |") for line in markdown.splitlines())
+
+
+def test_probe_table_gives_each_measured_rate():
+    markdown = probes_table([("LoRA", 2e-3, 13.9), ("PiSSA", 2e-3, 139.0), ("CorDA KPA", 2e-3, None)], {"PiSSA": 2e-4}, RULE)
+    assert "| LoRA | 0.002 | 13.900 | target |" in markdown
+    assert "| PiSSA | 0.002 | 139.000 | 0.0002 |" in markdown
+    assert "| CorDA KPA | 0.002 | not run yet | - |" in markdown
+
+
+def test_the_committed_safety_results_render_with_the_new_rows_not_run(tmp_path, monkeypatch, capsys):
+    """--table-only over the committed results: every old row as before, every new one marked."""
+    for name in ("results.json", "aligned_eval.json"):
+        shutil.copy(EXAMPLES / "safety_testbed" / "results" / name, tmp_path / name)
+    safety = load_script("safety_testbed/run.py", "safety_testbed_run")
+    monkeypatch.setattr(sys, "argv", ["run.py", "--table-only", "--out", str(tmp_path)])
+    safety.main()
+    written = (tmp_path / "results.md").read_text()
+    assert written.split("\n", 2)[2] in capsys.readouterr().out
+    saved = json.loads((tmp_path / "results.json").read_text())["rows"]
+    for name in {r["config"] for r in saved}:
+        assert f"| {name} | " in written
+    for config in safety.CONFIGS:
+        if MATCHED in config.rates:
+            assert f"| {config.name} | matched, not measured yet |" in written
+    assert "| LoRA | 0.002 | reference | 0.903 +- 0.035 |" in written
+    assert written.split("\n", 2)[2] == (EXAMPLES / "safety_testbed" / "results" / "results.md").read_text().split("\n", 2)[2], \
+        "the committed results.md is what --table-only prints"
