@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sclora_tools import launcher
+from sclora_tools import aligned, launcher
 from sclora_tools.errors import UsageError
 from sclora_tools.workflows import demo as demo_workflow
 from sclora_tools.workflows import sweep as sweep_workflow
@@ -253,8 +253,8 @@ def demo(
 ) -> dict | None:
     """Run the whole pipeline offline from the shipped safety-aligned start: calibrate -> init -> train -> merge -> eval -> push
     (local), then compare with vanilla LoRA at the same update norm (refusal rate and ROUGE-L)."""
-    settings = demo_workflow.DemoSettings(model=model, samples=samples, rank=rank, steps=steps, eval_samples=eval_samples,
-                                          compare=not quick)
+    settings = demo_workflow.DemoSettings(model=model, baseline=aligned.base_of(model), samples=samples, rank=rank, steps=steps,
+                                          eval_samples=eval_samples, compare=not quick)
     return demo_workflow.demo(output, settings, progress=not as_json)
 
 

@@ -40,6 +40,11 @@ def is_aligned(name: str) -> bool:
     return name in ALIGNED_MODELS
 
 
+def base_of(name: str) -> str | None:
+    """The embedded model an aligned start was made from; None for any other model."""
+    return ALIGNED_MODELS[name].base if is_aligned(name) else None
+
+
 def adapter_dir(name: str) -> Path:
     return ADAPTERS_DIR / ALIGNED_MODELS[name].adapter
 
