@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sclora_tools import launcher
+from sclora_tools import aligned, launcher
 from sclora_tools.errors import UsageError
 from sclora_tools.workflows import demo as demo_workflow
 from sclora_tools.workflows import sweep as sweep_workflow
@@ -242,15 +242,19 @@ def push(
 @handled
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where the demo's artefacts go.")] = Path("sclora-demo"),
-    model: Annotated[str, typer.Option(help="Model to run on (default: the embedded SmolLM2-135M-Instruct).")] = "smollm2-135m-instruct",
+    model: Annotated[str, typer.Option(help="Model to start from (default: the embedded SmolLM2-135M-Instruct with the shipped "
+            "safety adapter merged in).")] = demo_workflow.DemoSettings.model,
     samples: Annotated[int, typer.Option(help="Rows per calibration set.")] = demo_workflow.DemoSettings.samples,
     rank: Annotated[int, typer.Option(help="LoRA rank r.")] = demo_workflow.DemoSettings.rank,
     steps: Annotated[int, typer.Option(help="Training steps.")] = demo_workflow.DemoSettings.steps,
     eval_samples: Annotated[int, typer.Option(help="Rows per evaluation set (0 skips eval).")] = demo_workflow.DemoSettings.eval_samples,
+    quick: Annotated[bool, typer.Option("--quick", help="Skip the vanilla LoRA run the table compares SC-LoRA with.")] = False,
     as_json: JsonFlag = False,
 ) -> dict | None:
-    """Run the whole pipeline offline on the embedded model: calibrate -> init -> train -> merge -> eval -> push (local)."""
-    settings = demo_workflow.DemoSettings(model=model, samples=samples, rank=rank, steps=steps, eval_samples=eval_samples)
+    """Run the whole pipeline offline from the shipped safety-aligned start: calibrate -> init -> train -> merge -> eval -> push
+    (local), then compare with vanilla LoRA at the same update norm (refusal rate and ROUGE-L)."""
+    settings = demo_workflow.DemoSettings(model=model, baseline=aligned.base_of(model), samples=samples, rank=rank, steps=steps,
+                                          eval_samples=eval_samples, compare=not quick)
     return demo_workflow.demo(output, settings, progress=not as_json)
 
 

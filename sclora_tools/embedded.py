@@ -117,9 +117,10 @@ def read_manifest(model_dir: Path) -> dict | None:
         return None
 
 
-def _is_complete(model_dir: Path, gguf_sha256: str) -> bool:
+def is_complete(model_dir: Path, expected: dict) -> bool:
+    """Whether `model_dir` holds a finished checkpoint whose manifest records `expected`."""
     manifest = read_manifest(model_dir)
-    if manifest is None or manifest.get("gguf_sha256") != gguf_sha256:
+    if manifest is None or any(manifest.get(key) != value for key, value in expected.items()):
         return False
     # Existence and size only: re-hashing ~540 MB of weights would defeat the cache.
     for name, info in manifest.get("safetensors", {}).items():
@@ -127,6 +128,15 @@ def _is_complete(model_dir: Path, gguf_sha256: str) -> bool:
         if not path.is_file() or path.stat().st_size != info.get("size"):
             return False
     return bool(manifest.get("safetensors"))
+
+
+def _is_complete(model_dir: Path, gguf_sha256: str) -> bool:
+    return is_complete(model_dir, {"gguf_sha256": gguf_sha256})
+
+
+def weight_records(model_dir: Path) -> dict[str, dict]:
+    """{file name: sha256 and size} of every safetensors file in `model_dir`."""
+    return {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(model_dir.glob("*.safetensors"))}
 
 
 def load_gguf(gguf_path: Path):
@@ -182,7 +192,6 @@ def _distribution_version(distribution: str) -> str | None:
 def _build_manifest(short_name: str, entry: EmbeddedModel, gguf_path: Path, gguf_sha256: str, model_dir: Path) -> dict:
     import transformers
 
-    weights = sorted(model_dir.glob("*.safetensors"))
     return {
         "format": MANIFEST_FORMAT,
         "short_name": short_name,
@@ -193,7 +202,7 @@ def _build_manifest(short_name: str, entry: EmbeddedModel, gguf_path: Path, gguf
         "gguf_sha256": gguf_sha256,
         "transformers_version": transformers.__version__,
         "dtype": DTYPE,
-        "safetensors": {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in weights},
+        "safetensors": weight_records(model_dir),
     }
 
 

@@ -3,9 +3,11 @@ them: what training and the teacher-forced NLL of evaluation both feed the model
 
 from __future__ import annotations
 
+import random
+
 import torch
 
-from . import ui
+from . import data, ui
 from .data import Example
 from .errors import InputError
 
@@ -50,6 +52,17 @@ def with_loss_tokens(features: list[dict], max_length: int) -> list[dict]:
     if len(kept) < len(features):
         ui.warn(f"{len(features) - len(kept)} of {len(features)} samples have no response tokens within --max-length {max_length}; they are skipped.")
     return kept
+
+
+def mixed_features(names: tuple[str, ...], tokenizer, max_length: int, seed: int) -> list[dict]:
+    """Every row of the named datasets, rendered and tokenised for a response-only loss, shuffled
+    together with `seed` (samples with no response tokens left dropped)."""
+    features = []
+    for name in names:
+        loaded = data.load_dataset_rows(name, None, seed)
+        features += [tokenize_for_loss(example, tokenizer, max_length) for example in data.render_all(loaded, tokenizer)]
+    random.Random(seed).shuffle(features)
+    return with_loss_tokens(features, max_length)
 
 
 def right_padded(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch.Tensor]:

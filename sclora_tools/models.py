@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import embedded, ui
+from . import aligned, embedded, ui
 from .errors import InputError, NumericalError, UsageError
 from .io.checkpoint import weight_files
 from .io.hashing import sha256_file
@@ -43,13 +43,22 @@ def resolve_model(spec: str) -> ModelSource:
     if local.is_dir():
         weight_files(local)
         return ModelSource(spec=spec, repo_id=None, revision=None, path=local.resolve())
-    if embedded.is_embedded(spec):
-        try:
-            path = embedded.materialize(spec, progress=lambda message: ui.console.print(message) if not ui.quiet() else None)
-        except (FileNotFoundError, ValueError) as exc:
-            raise InputError(str(exc)) from exc
-        return ModelSource(spec=spec, repo_id=spec, revision=embedded.read_manifest(path)["gguf_sha256"], path=path)
+    if embedded.is_embedded(spec) or aligned.is_aligned(spec):
+        return materialized(spec)
     return download_model(spec)
+
+
+def materialized(spec: str) -> ModelSource:
+    """An embedded model, or the shipped aligned start made from one, built into the cache on first use."""
+    aligned_start = aligned.is_aligned(spec)
+    build = aligned.materialize if aligned_start else embedded.materialize
+    try:
+        path = build(spec, progress=lambda message: ui.console.print(message) if not ui.quiet() else None)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from exc
+    manifest = embedded.read_manifest(path)
+    revision = manifest["adapter_sha256"] if aligned_start else manifest["gguf_sha256"]
+    return ModelSource(spec=spec, repo_id=spec, revision=revision, path=path)
 
 
 def download_model(spec: str) -> ModelSource:

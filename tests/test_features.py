@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sclora_tools import data, models
 from sclora_tools.errors import InputError
-from sclora_tools.features import IGNORE_INDEX, Collator, has_loss_tokens, right_padded, with_loss_tokens
+from sclora_tools.features import IGNORE_INDEX, Collator, has_loss_tokens, mixed_features, right_padded, with_loss_tokens
 
 
 def test_right_padding_masks_the_real_entries():
@@ -28,3 +29,15 @@ def test_samples_without_loss_tokens_are_dropped_or_refused():
     assert with_loss_tokens([kept, empty], 8) == [kept]
     with pytest.raises(InputError, match="--max-length 8"):
         with_loss_tokens([empty], 8)
+
+
+def test_mixed_features_take_every_row_of_each_set_shuffled_by_the_seed(tiny_fp32):
+    tokenizer = models.load_tokenizer(tiny_fp32)
+    names = ("safety", "benign")
+    mixed = mixed_features(names, tokenizer, 256, seed=0)
+    rows = sum(len(data.load_dataset_rows(name, None, 0).rows) for name in names)
+    assert len(mixed) == rows and all(has_loss_tokens(feature) for feature in mixed)
+    assert [f["input_ids"] for f in mixed] == [f["input_ids"] for f in mixed_features(names, tokenizer, 256, seed=0)]
+    reordered = mixed_features(names, tokenizer, 256, seed=1)
+    assert [f["input_ids"] for f in reordered] != [f["input_ids"] for f in mixed]
+    assert sorted(map(tuple, (f["input_ids"] for f in reordered))) == sorted(map(tuple, (f["input_ids"] for f in mixed)))

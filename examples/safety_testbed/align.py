@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -21,8 +20,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
-from sclora_tools import data, models
-from sclora_tools.features import Collator, tokenize_for_loss, with_loss_tokens
+from sclora_tools import models
+from sclora_tools.features import Collator, mixed_features
 
 CACHE = Path.home() / ".cache" / "sclora" / "testbed"
 
@@ -32,16 +31,6 @@ def default_out(epochs: float, lr: float) -> Path:
 
 
 DATASETS = ("safety", "benign", "knowledge")
-
-
-def alignment_features(tokenizer, max_length: int, seed: int) -> list[dict]:
-    features = []
-    for name in DATASETS:
-        loaded = data.load_dataset_rows(name, None, seed)
-        examples = [data.render(row, tokenizer, loaded.spec, i) for i, row in enumerate(loaded.rows)]
-        features += [tokenize_for_loss(example, tokenizer, max_length) for example in examples]
-    random.Random(seed).shuffle(features)
-    return with_loss_tokens(features, max_length)
 
 
 def align(out: Path, epochs: float, lr: float, batch_size: int, max_length: int, seed: int) -> Path:
@@ -54,7 +43,7 @@ def align(out: Path, epochs: float, lr: float, batch_size: int, max_length: int,
     source = models.resolve_model("smollm2-135m-instruct")
     tokenizer = models.load_tokenizer(source.path)
     model = models.load_model(source, torch.float32, torch.device("cpu")).train()
-    features = alignment_features(tokenizer, max_length, seed)
+    features = mixed_features(DATASETS, tokenizer, max_length, seed)
     arguments = TrainingArguments(output_dir=str(out.with_suffix(".work")), num_train_epochs=epochs, learning_rate=lr,
                                   per_device_train_batch_size=batch_size, lr_scheduler_type="cosine", warmup_steps=3,
                                   weight_decay=0.0, logging_steps=5, save_strategy="no", report_to=[], seed=seed,

@@ -42,7 +42,8 @@ def test_demo_prints_its_results(runner, tiny_fp32, tmp_path):
     assert result.exit_code == 0, result.output
     results = result_of(result.stdout, "demo")
     assert results["verification_passed"] is True and results["output"] == str(tmp_path / "demo")
-    assert set(results["seconds"]) == {"calibrate", "init", "train", "merge", "eval", "push", "total"}
+    assert set(results["seconds"]) == {"start", "calibrate", "init", "train", "merge", "eval", "push", "lora", "total"}
+    assert [row["model"] for row in results["comparison"]] == ["start (W0)", "LoRA", "SC-LoRA b=0.9"]  # no shipped row: not an aligned start
     assert (tmp_path / "demo" / "publish" / "README.md").is_file()
 
 
