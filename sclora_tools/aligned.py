@@ -91,10 +91,10 @@ def _write_merged(base_dir: Path, adapter: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_libraries():
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, use_safetensors=True, trust_remote_code=False)
         merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         merged.save_pretrained(out_dir)
-        AutoTokenizer.from_pretrained(base_dir).save_pretrained(out_dir)
+        AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False).save_pretrained(out_dir)
     for extra in ("generation_config.json", "chat_template.jinja"):
         if (base_dir / extra).is_file() and not (out_dir / extra).is_file():
             (out_dir / extra).write_bytes((base_dir / extra).read_bytes())

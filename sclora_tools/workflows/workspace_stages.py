@@ -21,7 +21,7 @@ from ..stages import init as init_stage
 from ..stages import merge as merge_stage
 from ..stages import push as push_stage
 from ..stages import train as train_stage
-from ..workspace.identity import Expected, sealed
+from ..workspace.identity import Expected, input_digest, sealed
 from ..workspace.loading import Workspace
 from ..workspace.plan import identity_settings, input_folder, input_stages, output_of
 
@@ -95,7 +95,7 @@ def digest(path: Path) -> str:
     """The sha256 of an input: its manifest, the file itself, or (a model name such as an embedded one) the name."""
     if (path / MANIFEST).is_file():
         return sha256_file(path / MANIFEST)
-    return sha256_file(path) if path.is_file() else hashlib.sha256(str(path).encode("utf-8")).hexdigest()
+    return input_digest(path) if path.is_file() else hashlib.sha256(str(path).encode("utf-8")).hexdigest()
 
 
 def recorded(stage: str, result: dict) -> dict:

@@ -18,6 +18,7 @@ from ..io.atomic import MANIFEST
 from ..io.hashing import sha256_file
 from ..io.manifest import load_manifest, verify_files
 from ..io.manifest_types import PipelineRecord
+from .loading import EVAL_FILE
 
 KIND_OF = {"calibrate": "calibration", "init": "init", "train": "train", "merge": "merge"}
 
@@ -49,6 +50,16 @@ class Verdict:
     @property
     def done(self) -> bool:
         return self.state == "done"
+
+
+def input_digest(path: Path) -> str:
+    """The sha256 of one input file. An evaluation report also records how long it took: the same
+    metrics measured again are the same input, so its timings are left out."""
+    if path.name != EVAL_FILE:
+        return sha256_file(path)
+    report = json.loads(path.read_text(encoding="utf-8"))
+    report.pop("seconds", None)
+    return json_digest(report)
 
 
 def manifest_digest(directory: Path) -> str:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from ..errors import InputError, ScloraError
 from ..io.atomic import MANIFEST
-from ..io.hashing import sha256_file
 from ..io.manifest import load_manifest
-from .identity import KIND_OF, Expected, Verdict, artefact_verdict, document_verdict
+from .identity import KIND_OF, Expected, Verdict, artefact_verdict, document_verdict, input_digest
 from .loading import Workspace
 
 COMMAND_OF = {"calibrate": "sclora calibrate", "init": "sclora init", "train": "sclora train", "merge": "sclora merge",
@@ -93,7 +92,7 @@ def expected(workspace: Workspace, stage: str, in_pipeline: bool = True) -> Expe
         marker = path / MANIFEST if source in KIND_OF else path
         if not marker.is_file():
             return None
-        inputs[source] = sha256_file(marker)
+        inputs[source] = input_digest(marker)
     return Expected(stage, identity_settings(workspace, stage), inputs)
 
 
