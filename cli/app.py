@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sclora_tools import aligned, launcher
+from sclora_tools import aligned
 from sclora_tools.errors import UsageError
 from sclora_tools.workflows import demo as demo_workflow
 from sclora_tools.workflows import sweep as sweep_workflow
@@ -265,17 +264,7 @@ app.command("status")(workspace_commands.status)
 
 def main() -> None:
     terminate_like_interrupt()
-    try:
-        sys.exit(run_app(sys.argv[1:]))
-    except SystemExit as done:
-        if done.code in (0, None) and launcher.is_helper_rank():
-            # A helper rank has written nothing and has nothing to finalise; its interpreter
-            # teardown sometimes aborts inside gloo (SIGABRT, "terminate called without an active
-            # exception", ~3% of CPU runs under torch 2.13), which torchrun reports as a failed run.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
-        raise
+    sys.exit(run_app(sys.argv[1:]))
 
 
 def run_app(argv: list[str]) -> int:
