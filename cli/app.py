@@ -15,7 +15,7 @@ from sclora_tools.workflows import sweep as sweep_workflow
 from sclora_tools.workflows.workspace_stages import run_stage
 
 from . import workspace_commands
-from .errors import RefusedCommandLine, handled, refused_command_line, terminate_like_interrupt
+from .errors import JsonFlag, RefusedCommandLine, handled, refused_command_line, terminate_like_interrupt
 from .workspace_options import workspace_for
 
 app = typer.Typer(
@@ -28,8 +28,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Also print one JSON document on stdout (the manifest, or the error), "
-                                        "as described by sclora_tools/schemas/output.schema.json; people read stderr.")]
 Output = Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (written atomically; re-running replaces it); "
                    "default: the stage's folder in the workspace.")]
 

@@ -7,7 +7,9 @@ import functools
 import os
 import signal
 import sys
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from typer import rich_utils
@@ -21,6 +23,9 @@ from sclora_tools import launcher, machine_output
 from sclora_tools.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, ScloraError, UsageError, storage_error
 
 stderr = Console(stderr=True, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Also print one JSON document on stdout (the result, or the error), "
+                                        "as described by sclora_tools/schemas/output.schema.json; people read stderr.")]
 
 
 class Terminated(KeyboardInterrupt):

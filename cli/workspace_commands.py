@@ -16,9 +16,8 @@ from sclora_tools.workspace.loading import load_workspace, split_arguments
 from sclora_tools.workspace.plan import status as stage_status
 from sclora_tools.workspace.template import write_template
 
-from .errors import handled
+from .errors import JsonFlag, handled
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (also on failure); the summary goes to stderr.")]
 PipelineArgs = Annotated[list[str] | None, typer.Argument(help="[PIPELINE] [KEY=VALUE ...]: an sclora.toml (default: the workspace's) "
                          "and dotted overrides such as init.beta=0.95 train.lr=1e-4.", show_default=False,
                          metavar="[PIPELINE] [KEY=VALUE]")]

@@ -13,7 +13,6 @@ class ScloraError(Exception):
 
     exit_code = 1
     kind = "error"
-    result: dict | None = None
 
     def __init__(self, *args, result: dict | None = None) -> None:
         super().__init__(*args)

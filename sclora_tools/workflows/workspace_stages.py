@@ -13,7 +13,6 @@ from typing import Any
 from ..errors import UsageError
 from ..io.atomic import MANIFEST, write_json
 from ..io.checkpoint import parse_size
-from ..io.hashing import sha256_file
 from ..io.manifest import recording_stage
 from ..stages import calibrate as calibrate_stage
 from ..stages import evaluate as evaluate_stage
@@ -93,9 +92,9 @@ def primary(sources: dict[str, Path]) -> Path | None:
 
 def digest(path: Path) -> str:
     """The sha256 of an input: its manifest, the file itself, or (a model name such as an embedded one) the name."""
-    if (path / MANIFEST).is_file():
-        return sha256_file(path / MANIFEST)
-    return input_digest(path) if path.is_file() else hashlib.sha256(str(path).encode("utf-8")).hexdigest()
+    if (path / MANIFEST).is_file() or path.is_file():
+        return input_digest(path)
+    return hashlib.sha256(str(path).encode("utf-8")).hexdigest()
 
 
 def recorded(stage: str, result: dict) -> dict:

@@ -53,17 +53,16 @@ class Verdict:
 
 
 def input_digest(path: Path) -> str:
-    """The sha256 of one input file. An evaluation report also records how long it took: the same
-    metrics measured again are the same input, so its timings are left out."""
+    """The sha256 of one input: a stage folder's manifest, or a file. An evaluation report also
+    records how long it took: the same metrics measured again are the same input, so its timings
+    are left out."""
+    if (path / MANIFEST).is_file():
+        return sha256_file(path / MANIFEST)
     if path.name != EVAL_FILE:
         return sha256_file(path)
     report = json.loads(path.read_text(encoding="utf-8"))
     report.pop("seconds", None)
     return json_digest(report)
-
-
-def manifest_digest(directory: Path) -> str:
-    return sha256_file(Path(directory) / MANIFEST)
 
 
 def json_digest(document: dict) -> str:

@@ -92,7 +92,7 @@ def expected(workspace: Workspace, stage: str, in_pipeline: bool = True) -> Expe
         marker = path / MANIFEST if source in KIND_OF else path
         if not marker.is_file():
             return None
-        inputs[source] = input_digest(marker)
+        inputs[source] = input_digest(path)
     return Expected(stage, identity_settings(workspace, stage), inputs)
 
 
