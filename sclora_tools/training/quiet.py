@@ -8,19 +8,13 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
+from .. import models
+
 
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    from transformers.utils import logging as transformers_logging
-
-    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-        if bars:
-            transformers_logging.enable_progress_bar()
+    """models.quiet_loading for the whole run, with FutureWarnings ignored from any module, not only
+    from transformers and PEFT."""
+    with models.quiet_loading(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
