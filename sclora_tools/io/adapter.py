@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,44 @@ def key_for(module: str, which: str) -> str:
     return f"{PREFIX}{module}.lora_{which}.weight"
 
 
+def lora_config(rank: int, alpha: float, target_modules: list[str], base_model: str | None) -> dict:
+    """The adapter_config.json that `LoraConfig(...).save_pretrained` writes for these settings,
+    built without importing peft (importing it is seconds, a fifth of init on a small model).
+    Keys left out take PEFT's defaults when it loads the file (tests/io/test_adapter.py)."""
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "revision": None,
+        "inference_mode": False,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": sorted(target_modules),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
+    version = installed_peft_version()
+    if version is not None:
+        config["peft_version"] = version
+    return config
+
+
+def installed_peft_version() -> str | None:
+    try:
+        return metadata.version("peft")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def write_adapter(
     out_dir: Path,
     pairs: dict[str, LoraPair],
@@ -39,20 +79,10 @@ def write_adapter(
     base_model: str | None,
 ) -> None:
     """Write a standard PEFT LoRA adapter that `PeftModel.from_pretrained` loads."""
-    from peft import LoraConfig
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        target_modules=sorted(pairs),
-        lora_dropout=0.0,
-        bias="none",
-        task_type="CAUSAL_LM",
-        base_model_name_or_path=base_model,
-    )
-    config.save_pretrained(str(out_dir))
+    config = lora_config(rank, float(alpha), list(pairs), base_model)
+    (out_dir / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tensors = {}
     for module, pair in pairs.items():
         tensors[key_for(module, "A")] = pair.a.contiguous()
