@@ -13,7 +13,7 @@ import torch
 
 from .. import data
 from ..errors import InputError
-from ..features import cut_ids
+from ..features import cut_ids, right_padded
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,5 @@ def batched(samples: list[Sample], batch_size: int) -> list[list[Sample]]:
 
 def padded(batch: list[Sample], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded input ids and the boolean mask of real tokens (batch x longest)."""
-    width = max(len(sample.ids) for sample in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.bool)
-    for row, sample in enumerate(batch):
-        input_ids[row, : len(sample.ids)] = torch.tensor(sample.ids)
-        mask[row, : len(sample.ids)] = True
+    input_ids, mask = right_padded([sample.ids for sample in batch], pad_id)
     return input_ids.to(device), mask.to(device)

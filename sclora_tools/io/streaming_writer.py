@@ -91,7 +91,7 @@ class StreamingWriter:
         self.shard, self.position = self.shard + 1, 0
         if self.shard >= len(self.shards):
             raise ValueError("more tensors added than planned")
-        self.handle = open(self.temporary[self.shard], "wb")
+        self.handle = open(self.temporary[self.shard], "wb")  # noqa: SIM115 - one shard open at a time, closed on the next or in close()
         self.handle.write(header_bytes(self.shards[self.shard], self.metadata))
 
     def close(self) -> list[Path]:

@@ -60,19 +60,21 @@ def sweep(
     sites = calibration.config.site_of_target()
     check_ranks(reader, sites, rank)
     layers = sweep_layers(reader, calibration_dir, sites, betas, rank, progress)
+    table = totals(layers, betas)
+    shares = {name: {"energy_pos": layer.shares("pos"), "energy_neg": layer.shares("neg")} for name, layer in layers.items()}
     manifest = new_manifest(
         "sweep",
         model=calibration.raw["model"],
         config={"betas": betas, "rank": rank, "targets": list(sites), "normalization": calibration.config.normalization},
         datasets=calibration.raw["datasets"],
         parents=[parent_entry(calibration_dir, calibration)],
-        table=totals(layers, betas),
-        layers={name: {"energy_pos": layer.shares("pos"), "energy_neg": layer.shares("neg")} for name, layer in layers.items()},
+        table=table,
+        layers=shares,
         summary={"seconds_sweep": round(time.time() - started, 2), "layers": len(layers)},
     )
     if output_dir is not None:
-        manifest = write_outputs(Path(output_dir), manifest, plots_enabled)
-    report(Manifest.from_dict(manifest), manifest["table"], output_dir)
+        manifest = write_outputs(Path(output_dir), manifest, table, Plots(betas, rank, table, shares) if plots_enabled else None)
+    report(Manifest.from_dict(manifest), table, output_dir)
     return manifest
 
 
@@ -116,11 +118,21 @@ def totals(layers: dict[str, LayerSweep], betas: list[float]) -> list[dict]:
     return rows
 
 
-def write_outputs(output_dir: Path, manifest: dict, plots_enabled: bool) -> dict:
+@dataclass(frozen=True)
+class Plots:
+    """What the two PNGs show: the totals per beta and each layer's energy shares per beta."""
+
+    betas: list[float]
+    rank: int
+    table: list[dict]
+    layers: dict[str, dict[str, list[float]]]
+
+
+def write_outputs(output_dir: Path, manifest: dict, table: list[dict], plotted: Plots | None) -> dict:
     with staged_directory(output_dir, "sweep") as staging:
-        write_table(staging / TABLE, manifest["table"])
-        if plots_enabled:
-            write_plots(staging, manifest)
+        write_table(staging / TABLE, table)
+        if plotted is not None:
+            write_plots(staging, plotted)
         manifest = write_manifest(staging, manifest)
     return manifest
 
@@ -132,8 +144,8 @@ def write_table(path: Path, table: list[dict]) -> None:
         writer.writerows(table)
 
 
-def write_plots(directory: Path, manifest: dict) -> None:
-    table, layers, betas, rank = manifest["table"], manifest["layers"], manifest["config"]["betas"], manifest["config"]["rank"]
+def write_plots(directory: Path, plotted: Plots) -> None:
+    table, layers, betas, rank = plotted.table, plotted.layers, plotted.betas, plotted.rank
     plots.frontier_png(directory / FRONTIER, betas, [row["energy_pos"] for row in table], [row["energy_neg"] for row in table], rank)
     names = list(layers)
     plots.layers_png(directory / LAYERS, betas, [short_name(n) for n in names],

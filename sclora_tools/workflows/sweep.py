@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
+from ..io.manifest import Manifest
 from ..stages.init import init
 from ..stages.sweep import DEFAULT_BETAS
 from ..stages.sweep import sweep as sweep_stage
@@ -38,7 +39,7 @@ def sweep(
     if not write_init:
         return manifest
     inits = {}
-    for beta in manifest["config"]["betas"]:
+    for beta in Manifest.from_dict(manifest).config.betas:
         inits[f"{beta:g}"] = init_folder(beta)
         init(calibration_dir, Path(output_dir) / init_folder(beta), beta=beta, rank=rank, alpha=alpha, model=model, progress=progress)
     return {**manifest, "inits": inits}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -285,7 +286,7 @@ def test_dataset_repos_are_served_apart_from_model_repos(fake_hub, tmp_path):
     folder = snapshot_download(REPO, repo_type="dataset", allow_patterns=["data/*"], cache_dir=tmp_path)
     assert os.path.basename(folder) == info.oid and os.listdir(folder) == ["data"]
     path = hf_hub_download(REPO, "README.md", repo_type="dataset", revision=info.oid, cache_dir=tmp_path)
-    assert open(path, "rb").read() == files["README.md"]
+    assert Path(path).read_bytes() == files["README.md"]
     assert fake_hub.requests_to(rf"^/datasets/{REPO}/resolve/{info.oid}/README.md$", method="GET")
     with pytest.raises(RepositoryNotFoundError):
         api.dataset_info("fake-org/absent")
