@@ -5,6 +5,8 @@
 Whole processes, one at a time, each measured for wall time and peak RSS (os.wait4):
   sclora   `calibrate` (24 dialogsum + 24 safety samples of <= 128 tokens) then `init` (rank 16),
            as two processes (wall: the sum; peak: the larger), with this checkout's code;
+  sclora --sequential on   the same, calibrating one decoder block at a time (issue 12);
+  sclora, one process      calibrate then init from the Python API in one process;
   today    the same with the code of git revision BASELINE_REF;
   CorDA    one process: load the model, preprocess_corda (KPM) over the same 48 samples one at a
            time (its hook takes batch 1), get_peft_model, save the adapter, unload and save the
@@ -26,7 +28,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 CALIBRATE = """
 from sclora_tools import calibrate
-calibrate({model!r}, "dialogsum", "safety", {out!r}, samples={samples}, max_length={length}, progress=False)
+calibrate({model!r}, "dialogsum", "safety", {out!r}, samples={samples}, max_length={length}, progress=False{options})
 """
 
 INIT = """
@@ -64,12 +66,23 @@ peft_model.unload().save_pretrained({out!r} + "/residual")
 """
 
 
-def ours(model: Path, work: Path, samples: int, length: int, rank: int, root: Path | None, label: str) -> dict:
+def ours(model: Path, work: Path, samples: int, length: int, rank: int, root: Path | None, label: str, options: str = "") -> dict:
     calibration, out = work / f"calib-{label}", work / f"run-{label}"
-    calibrated = run_python(CALIBRATE.format(model=str(model), out=str(calibration), samples=samples, length=length), code_root=root)
+    calibrate_code = CALIBRATE.format(model=str(model), out=str(calibration), samples=samples, length=length, options=options)
+    calibrated = run_python(calibrate_code, code_root=root)
     initialised = run_python(INIT.format(calibration=str(calibration), out=str(out), rank=rank), code_root=root)
     detail = f"calibrate {calibrated.seconds:.1f} s / {mib(calibrated.peak_rss)}, init {initialised.seconds:.1f} s / {mib(initialised.peak_rss)}"
     return {"seconds": calibrated.seconds + initialised.seconds, "peak": max(calibrated.peak_rss, initialised.peak_rss), "detail": detail}
+
+
+def ours_in_one_process(model: Path, work: Path, samples: int, length: int, rank: int) -> dict:
+    """Both stages from the Python API in one process: the imports and the interpreter are paid once,
+    as CorDA's single process pays them."""
+    calibration, out = work / "calib-one", work / "run-one"
+    code = (CALIBRATE.format(model=str(model), out=str(calibration), samples=samples, length=length, options="")
+            + INIT.format(calibration=str(calibration), out=str(out), rank=rank))
+    run = run_python(code)
+    return {"seconds": run.seconds, "peak": run.peak_rss, "detail": "calibrate then init, one Python process"}
 
 
 def corda(model: Path, work: Path, samples: int, length: int, rank: int) -> dict:
@@ -94,7 +107,9 @@ def main() -> None:
         else:
             model, samples, length, rank = embedded_model(), args.samples, args.max_length, args.rank
         base = import_baseline_rss()
-        rows = {"sclora": ours(model, work, samples, length, rank, None, "branch")}
+        rows = {"sclora": ours(model, work, samples, length, rank, None, "branch"),
+                "sclora --sequential on": ours(model, work, samples, length, rank, None, "sequential", ", sequential='on'"),
+                "sclora, one process": ours_in_one_process(model, work, samples, length, rank)}
         if not args.no_today:
             rows["today"] = ours(model, work, samples, length, rank, baseline_code(args.baseline_ref, work / "today-code"), "today")
         rows["CorDA"] = corda(model, work, samples, length, rank)
