@@ -14,7 +14,6 @@ Exit status 0 when every stage ran and passed its check; 1 otherwise (the failin
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import resource
 import shutil
@@ -171,14 +170,9 @@ def checkpoint_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors"))
 
 
-def has_sequential_calibration() -> bool:
-    return "sequential" in inspect.signature(calibrate).parameters
-
-
-def run_calibrate(model: Path, output: Path, work: Workload, device: str, engine: str | None) -> tuple[bool, str]:
-    options = {} if engine is None else {"sequential": engine}
+def run_calibrate(model: Path, output: Path, work: Workload, device: str, engine: str) -> tuple[bool, str]:
     manifest = calibrate(str(model), "dialogsum", "safety", output, samples=work.samples, max_length=work.max_length,
-                         batch_size=work.batch_size, dtype="bfloat16", device=device, progress=False, **options)
+                         batch_size=work.batch_size, dtype="bfloat16", device=device, sequential=engine, progress=False)
     tokens = {d["role"]: d["tokens"] for d in manifest["datasets"]}
     return True, f"{len(manifest['config']['targets'])} layers, {tokens['+']:,} + / {tokens['-']:,} - tokens"
 
@@ -221,14 +215,10 @@ def check_model(check: Check, label: str, model: Path, work: Path, workload: Wor
     """calibrate (in memory, then sequential) -> init -> train -> merge on one model."""
     device = check.device
     calib, sequential_calib = work / f"{label}-calib", work / f"{label}-calib-sequential"
-    engine = "off" if has_sequential_calibration() else None
-    if not check.run(f"{label}: calibrate in-memory", lambda: run_calibrate(model, calib, workload, device, engine)):
+    if not check.run(f"{label}: calibrate in-memory", lambda: run_calibrate(model, calib, workload, device, "off")):
         return
-    if has_sequential_calibration():
-        if check.run(f"{label}: calibrate sequential", lambda: run_calibrate(model, sequential_calib, workload, device, "on")):
-            check.run(f"{label}: sequential == in-memory", lambda: compare_covariances(calib, sequential_calib))
-    else:
-        check.skip(f"{label}: calibrate sequential", "this tree's calibrate has no `sequential` option yet (issue 12 item 2 not merged)")
+    if check.run(f"{label}: calibrate sequential", lambda: run_calibrate(model, sequential_calib, workload, device, "on")):
+        check.run(f"{label}: sequential == in-memory", lambda: compare_covariances(calib, sequential_calib))
     if check.run(f"{label}: init", lambda: run_init(calib, work / f"{label}-run", workload)) and check.run(
         f"{label}: train", lambda: run_train(work / f"{label}-run", work / f"{label}-trained", workload)
     ):

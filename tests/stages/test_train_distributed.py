@@ -1,6 +1,7 @@
 """`sclora train` under `torchrun --nproc_per_node 2` (gloo, CPU): the same global batch as one
 process gives the same loss curve and adapter, rank 0 alone writes our files and prints, and
-`--resume` under two processes continues from the checkpoint."""
+`--resume` under two processes continues from the checkpoint. `accelerate launch` (the README's
+other command) gives the same run."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sclora_tools import train
 from tests.documents import result_of
 
 ROOT = Path(__file__).resolve().parents[2]
+SCLORA = str(Path(sys.executable).parent / "sclora")
 STEPS, SAVE_STEPS, SAMPLES = 4, 2, 100  # more samples than the file's 60 rows: a warning, rank 0's alone
 OPTIONS = {"samples": SAMPLES, "max_steps": STEPS, "lr": 5e-3, "max_length": 64, "save_steps": SAVE_STEPS}
 # The same samples make each optimiser step in both runs (accelerate's seeded sampler, rank r taking
@@ -54,6 +56,12 @@ def torchrun(*arguments: str) -> list[str]:
             "--master_port", str(free_port()), *arguments]
 
 
+def accelerate_launch(*arguments: str) -> list[str]:
+    """`accelerate launch --multi_gpu` sets the variables torchrun sets; on CPU it runs gloo."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *arguments]
+
+
 def launch(command: list[str]) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "SCLORA_QUIET": "0", "PYTHONPATH": str(ROOT)}
     return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=ROOT, timeout=600)
@@ -85,6 +93,14 @@ def manifest(directory: Path) -> dict:
     return json.loads((directory / "manifest.json").read_text())
 
 
+def assert_same_curve(directory: Path, expected_directory: Path) -> None:
+    curve, expected = losses(directory), losses(expected_directory)
+    assert [step for step, _, _ in curve] == list(range(1, STEPS + 1))
+    for (step, loss, tokens), (_, expected_loss, expected_tokens) in zip(curve, expected, strict=True):
+        assert loss == pytest.approx(expected_loss, rel=LOSS_RTOL), step
+        assert tokens == expected_tokens, step
+
+
 def assert_same_adapter(directory: Path, expected_directory: Path) -> None:
     trained = load_file(directory / "adapter" / "adapter_model.safetensors")
     expected = load_file(expected_directory / "adapter" / "adapter_model.safetensors")
@@ -97,11 +113,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_processe
     two, one = manifest(two_processes.uninterrupted), manifest(one_process)
     assert (two["config"]["train"]["world_size"], two["config"]["train"]["batch_size"]) == (2, 4)
     assert (one["config"]["train"]["world_size"], one["config"]["train"]["batch_size"]) == (1, 8)
-    curve, expected = losses(two_processes.uninterrupted), losses(one_process)
-    assert [step for step, _, _ in curve] == list(range(1, STEPS + 1))
-    for (step, loss, tokens), (_, expected_loss, expected_tokens) in zip(curve, expected, strict=True):
-        assert loss == pytest.approx(expected_loss, rel=LOSS_RTOL), step
-        assert tokens == expected_tokens, step
+    assert_same_curve(two_processes.uninterrupted, one_process)
+    curve = losses(two_processes.uninterrupted)
     assert curve[-1][1] < curve[0][1]  # it learned
     drift = two["summary"]["subspace"]["update_outside_fraction"]
     assert drift == pytest.approx(one["summary"]["subspace"]["update_outside_fraction"], rel=1e-4)
@@ -121,14 +134,19 @@ def files_under(directory: Path) -> set[str]:
     return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
 
 
+def assert_files_of_one_process_plus_rank_1_rng(output: Path, one_process: Path) -> None:
+    """Rank 1's RNG state in every checkpoint, otherwise the files a one-process run writes."""
+    two, checkpoints = files_under(output), [f"checkpoints/checkpoint-{step}" for step in (SAVE_STEPS, STEPS)]
+    assert all(f"{checkpoint}/rng_state_{rank}.pth" in two for checkpoint in checkpoints for rank in (0, 1))
+    as_one_process = {name.replace("rng_state_0.pth", "rng_state.pth") for name in two if not name.endswith("rng_state_1.pth")}
+    assert as_one_process == files_under(one_process)  # nothing else, and no staging left over
+
+
 def test_rank_0_alone_writes_our_files_and_prints(two_processes, one_process):
     writes = two_processes.rank1_writes
     assert writes and all(path.startswith("checkpoints/checkpoint-") for path in writes)  # its RNG state's folder only
     for output in (two_processes.uninterrupted, two_processes.resumed):
-        two, checkpoints = files_under(output), [f"checkpoints/checkpoint-{step}" for step in (SAVE_STEPS, STEPS)]
-        assert all(f"{checkpoint}/rng_state_{rank}.pth" in two for checkpoint in checkpoints for rank in (0, 1))
-        as_one_process = {name.replace("rng_state_0.pth", "rng_state.pth") for name in two if not name.endswith("rng_state_1.pth")}
-        assert as_one_process == files_under(one_process)  # nothing else, and no staging left over
+        assert_files_of_one_process_plus_rank_1_rng(output, one_process)
     stderr = two_processes.result.stderr
     assert stderr.count("sclora train") == 2  # one summary per run, rank 0's
     assert stderr.count("train ━") == 1  # one progress bar (the --json run shows none)
@@ -142,7 +160,7 @@ def test_bad_input_is_refused_once_and_the_other_rank_stops_with_one_sentence(sm
     output = tmp_path / "out"
     output.mkdir()
     (output / "notes.txt").write_text("not ours")
-    result = launch(torchrun(str(Path(sys.executable).parent / "sclora"), "train", str(small_run()), "-o", str(output), "--max-steps", "1"))
+    result = launch(torchrun(SCLORA, "train", str(small_run()), "-o", str(output), "--max-steps", "1"))
     assert result.returncode != 0 and result.stdout == ""
     ours = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(ours) == 2, result.stderr[-3000:]
@@ -150,3 +168,18 @@ def test_bad_input_is_refused_once_and_the_other_rank_stops_with_one_sentence(sm
     assert sum("rank 1 of 2: another rank of this run stopped" in line for line in ours) == 1
     assert "internal error" not in result.stderr and "[rank" not in result.stderr  # no rank printed a traceback
     assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_like_one_process(small_run, data_files, one_process, tmp_path):
+    output = tmp_path / "accelerate"
+    result = launch(accelerate_launch(SCLORA, "train", str(small_run()), "-o", str(output), "--json", *cli_options(4, data_files["pos"])))
+    assert result.returncode == 0, result.stderr[-4000:]
+    trained = result_of(result.stdout, "train")  # stdout: rank 0's JSON document, nothing else
+    assert trained == manifest(output)
+    assert (trained["config"]["train"]["world_size"], trained["config"]["train"]["batch_size"]) == (2, 4)
+    assert_same_curve(output, one_process)
+    assert_same_adapter(output, one_process)
+    assert_files_of_one_process_plus_rank_1_rng(output, one_process)
+    assert result.stderr.count("has only 60 rows; using all of them") == 1  # rank 0's warning alone
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
