@@ -21,6 +21,7 @@ from sclora_tools.calibration.resume import STATE_FILE, state_root
 from sclora_tools.errors import InputError, MismatchError
 from sclora_tools.io.covariances import open_covariances
 from sclora_tools.io.manifest_types import Role
+from tests.chain import tree_digest
 from tests.tiny import corpus, write_jsonl
 
 SCLORA = str(Path(sys.executable).parent / "sclora")
@@ -73,10 +74,13 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tiny_fp32, long_data, 
         return calibrate(str(tiny_fp32), str(arguments["pos"]), str(arguments["neg"]), out, **{**SETTINGS, **changes.get("settings", {})},
                          checkpoint_every=8, resume=True, progress=False)
 
+    checkpoint = tree_digest(state_root(out))
     with pytest.raises(MismatchError, match=r"other settings or data \(batch_size differ\)"):
         resume(settings={"batch_size": 2})
+    assert tree_digest(state_root(out)) == checkpoint and not out.exists()  # refused: the checkpoint is byte for byte as it was
     with pytest.raises(MismatchError, match=r"other settings or data \(data differ\)"):
         resume(neg=long_data["other"])
+    assert tree_digest(state_root(out)) == checkpoint and not out.exists()
     manifest = resume()
     assert manifest["summary"]["resumed_batches"]["pos"] == saved["batches"]
     assert not state_root(out).exists()  # checkpoints go once the artefact is written
@@ -129,8 +133,12 @@ def test_a_damaged_checkpoint_is_refused_with_one_sentence(tiny_fp32, data_files
     state = state_root(out) / STATE_FILE
     sums = next(state_root(out).glob("sums-neg-*.safetensors"))
     sums.unlink()
+    damaged = tree_digest(state_root(out))
     with pytest.raises(InputError, match=f"damaged \\({sums.name}\\)"):
         calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=12, checkpoint_every=2, resume=True, progress=False)
+    assert tree_digest(state_root(out)) == damaged  # refused, and left as it was for the user to look at
     state.write_text("{not json")
+    damaged = tree_digest(state_root(out))
     with pytest.raises(InputError, match="damaged \\(state.json\\)"):
         calibrate(str(tiny_fp32), str(data_files["pos"]), str(data_files["neg"]), out, samples=12, checkpoint_every=2, resume=True, progress=False)
+    assert tree_digest(state_root(out)) == damaged and not out.exists()
