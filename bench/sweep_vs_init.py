@@ -8,8 +8,9 @@ compare betas: each reads the checkpoint, solves every layer and writes a full i
 (2) one `sweep` over the same betas. Prints both, the speed-up, and the largest difference
 between the energy shares the sweep predicts and the ones each init measured (the same answer).
 
-Sets OMP_WAIT_POLICY=PASSIVE unless set: on a machine with more busy processes than cores,
-OpenMP threads that spin-wait make LAPACK's eigh up to 100x slower (both sides alike).
+Run it alone. On a machine with more busy processes than cores, OpenMP threads that spin-wait
+make LAPACK's eigh up to 100x slower (both sides alike); OMP_WAIT_POLICY=PASSIVE avoids that, but
+on an idle machine it made this bench 2.6x slower here, so it is not set.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch starts its thread pool
 os.environ.setdefault("SCLORA_QUIET", "1")
 
 import torch  # noqa: E402

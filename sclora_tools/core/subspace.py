@@ -106,12 +106,22 @@ def certified_krylov(weight: torch.Tensor, inner: torch.Tensor, side: str, rank:
     if side == "input" and weight.shape[0] > weight.shape[1]:
         return certified_reduced_krylov(weight, inner, rank)
     operator = eigen.DenseOperator(inner) if side == "output" else eigen.SandwichOperator(weight, inner)
+    return krylov_subspace(operator, rank)
+
+
+def krylov_subspace(operator, rank: int) -> Subspace | None:
     if operator.device.type != "cpu" or not eigen.worth_krylov(operator, rank):
         return None
     found = eigen.krylov_top(operator, rank)
     if found is None:
         return None
     return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver="krylov")
+
+
+def top_eigenpairs_dispatched(matrix: torch.Tensor, rank: int) -> Subspace:
+    """`top_eigenpairs` of a formed symmetric matrix by the solver select_subspace would pick for
+    it: certified Krylov where r << d on a CPU, else (or when not certified) a dense eigh."""
+    return krylov_subspace(eigen.DenseOperator(matrix), rank) or top_eigenpairs(matrix, rank)
 
 
 def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:

@@ -4,8 +4,9 @@ of Cov+ and Cov- energy it captures, with the work that does not depend on beta 
 What is shared across betas (per layer): the output covariances W C W^T (input sites), or the
 QR of W and the reduced R C R^T where d_out > d_in, and their traces. What is not: the
 eigenvectors of (1 - beta) Cov+ - beta Cov- change with beta unless Cov+ and Cov- commute, so
-each beta costs one symmetric eigensolve of the (reduced) size. Each beta's answer is the one
-`subspace.select_subspace` gives (within float rounding): the same problem, the same reduction,
+each beta costs one symmetric eigensolve of the (reduced) size, by the solver init would use (the
+certified Krylov one where r << d). Each beta's answer is the one `subspace.select_subspace`
+gives (within float rounding, or the Krylov certificate): the same problem, the same reduction,
 the same fallback to the full problem where the reduced one cannot decide.
 """
 
@@ -61,7 +62,7 @@ def prepare_site(weight: torch.Tensor, cov_pos: torch.Tensor, cov_neg: torch.Ten
 
 def solve(site: PreparedSite, beta: float, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(basis in solving coordinates, eigenvalues, captured-energy matrices) for one beta."""
-    chosen = subspace.top_eigenpairs(subspace.delta_covariance(site.pos, site.neg, beta), min(rank, site.pos.shape[0]))
+    chosen = subspace.top_eigenpairs_dispatched(subspace.delta_covariance(site.pos, site.neg, beta), min(rank, site.pos.shape[0]))
     reduced_ok = site.lift is None or (chosen.eigenvalues.numel() == rank and not bool((chosen.eigenvalues < 0).any()))
     if reduced_ok:
         return chosen.basis, chosen.eigenvalues, (site.pos, site.neg)
