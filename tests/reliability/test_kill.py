@@ -7,7 +7,7 @@ a complete new artefact, or a folder that EVERY later stage refuses with one cle
 empty (all at once: distinct outputs hold distinct locks); each re-run completes its output and
 leaves no staging or lock file behind.
 
-Runtime: about 4 minutes on a 2-core machine under load (the fork server saves the ~15 s of imports
+Runtime: 30-60 s on a 2-core machine under load (the fork server saves the ~15 s of imports
 per process), so the module is marked slow.
 """
 
