@@ -11,8 +11,9 @@ A miniature of the paper's Table 1 on real weights (CPU, SmolLM2-135M-Instruct a
      seed, and evaluate each: math accuracy (exact match of the final number, math_task.py) on
      held-out problems, knowledge exact match on the evaluation rows, and the mean NLL of the
      reference solutions and answers (smooth metrics that move before exact match does).
-Writes results.json, rates.json and results.md (mean +- stdev over seeds, rows not run yet
-marked) into --out; a re-run resumes where it stopped. --table-only re-renders results.md.
+Writes results.json, rates.json, results.md (mean +- stdev over seeds, rows not run yet
+marked) and frontier.png (knowledge EM against math accuracy) into --out; a re-run resumes where
+it stopped. --table-only re-renders results.md and the plot.
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ def main() -> None:
         training = Training(args.steps, args.rank, args.batch_size, args.max_length)
         rates = run_grid(store, chosen(CONFIGS, args), CONFIGS, rule, args, calib, training, evaluate_run, eval_args)
     print(write_tables(args.out, store, CONFIGS, rates, reference, BEFORE, COLUMNS, rule, len(args.seeds)))
+    if store.rows:
+        plot(store.rows, reference, args.out / "frontier.png")
+
+
+def plot(rows: list[dict], reference: dict, path: Path) -> None:
+    from testbed_common.frontier import KNOWLEDGE, plot_frontier  # noqa: PLC0415 - optional: only the plot needs matplotlib
+
+    plot_frontier(rows, reference, path, [c.name for c in CONFIGS], KNOWLEDGE)
 
 
 if __name__ == "__main__":

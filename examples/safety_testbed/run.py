@@ -95,9 +95,9 @@ def calibration(aligned: Path, out: Path, methods: list[str]) -> Path:
 
 
 def plot(rows: list[dict], reference: dict, path: Path) -> None:
-    from frontier import plot_frontier  # noqa: PLC0415 - optional: only the plot needs matplotlib
+    from testbed_common.frontier import SAFETY, plot_frontier  # noqa: PLC0415 - optional: only the plot needs matplotlib
 
-    plot_frontier(rows, reference, path, [c.name for c in CONFIGS])
+    plot_frontier(rows, reference, path, [c.name for c in CONFIGS], SAFETY)
 
 
 def parse_args():

@@ -8,6 +8,7 @@ import shutil
 import statistics
 import sys
 
+from testbed_common.frontier import KNOWLEDGE, SAFETY, plot_frontier
 from testbed_common.grid import MATCHED, Config, RateRule
 from testbed_common.report import Column, fmt, probes_table, table
 
@@ -82,3 +83,13 @@ def test_the_committed_safety_results_render_with_the_new_rows_not_run(tmp_path,
     assert "| LoRA | 0.002 | reference | 0.903 +- 0.035 |" in written
     assert written.split("\n", 2)[2] == (EXAMPLES / "safety_testbed" / "results" / "results.md").read_text().split("\n", 2)[2], \
         "the committed results.md is what --table-only prints"
+
+
+def test_the_frontier_plot_draws_either_testbeds_metrics(tmp_path):
+    order = ["LoRA", "SC-LoRA b=0.8"]
+    for axes in (SAFETY, KNOWLEDGE):
+        rows = [{"config": name, "lr": 1e-3, "seed": seed, "update_norm": 14.0, axes.x: 0.1 * seed, axes.y: 0.5 + 0.1 * seed}
+                for name in order for seed in range(3)]
+        path = tmp_path / f"{axes.y}.png"
+        plot_frontier(rows, {axes.y: 0.6}, path, order, axes)
+        assert path.read_bytes().startswith(b"\x89PNG")
