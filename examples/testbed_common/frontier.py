@@ -43,7 +43,7 @@ def plot_frontier(rows: list[dict], reference: dict, path: Path, order: list[str
     axis.set_xlabel(axes.x_label)
     axis.set_ylabel(axes.y_label)
     axis.set_ylim(-0.05, 1.05)
-    axis.legend(fontsize=7, loc="lower left")
+    axis.legend(fontsize=7, loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

@@ -93,3 +93,23 @@ def test_the_frontier_plot_draws_either_testbeds_metrics(tmp_path):
         path = tmp_path / f"{axes.y}.png"
         plot_frontier(rows, {axes.y: 0.6}, path, order, axes)
         assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_committed_knowledge_results_render_as_committed_and_as_the_readmes_show(tmp_path, monkeypatch, capsys):
+    """--table-only over the committed knowledge grid gives the committed results.md, every row
+    has 3 seeds, and both READMEs show that very table."""
+    results = EXAMPLES / "knowledge_testbed" / "results"
+    for name in ("results.json", "rates.json", "base_eval.json"):
+        shutil.copy(results / name, tmp_path / name)
+    knowledge = load_script("knowledge_testbed/run.py", "knowledge_testbed_run")
+    monkeypatch.setattr(sys, "argv", ["run.py", "--table-only", "--out", str(tmp_path)])
+    knowledge.main()
+    capsys.readouterr()
+    written = (tmp_path / "results.md").read_text().split("\n", 2)[2]
+    assert written == (results / "results.md").read_text().split("\n", 2)[2], "the committed results.md is what --table-only prints"
+    assert (tmp_path / "frontier.png").read_bytes().startswith(b"\x89PNG")
+    table_rows = [line for line in written.split("\n\nRate probes")[0].splitlines() if line.startswith("| ") and "+-" in line]
+    assert len(table_rows) == len(knowledge.CONFIGS) and all(line.endswith(" | 3 | " + line.rsplit(" | ", 1)[1]) for line in table_rows)
+    for readme in (EXAMPLES / "knowledge_testbed" / "README.md", EXAMPLES.parent / "README.md"):
+        shown = readme.read_text()
+        assert all(line in shown for line in table_rows), readme
