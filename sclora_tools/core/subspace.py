@@ -97,7 +97,7 @@ def select_subspace(
         raise ValueError(f"side must be 'input' or 'output', got {side!r}")
     inner = delta_covariance(cov_pos, cov_neg, beta)
     w = weight.to(device=inner.device, dtype=torch.float64)
-    chosen = certified_krylov(w, inner, side, rank) or dense_subspace(w, inner, side, rank)
+    chosen = (certified_krylov(w, inner, side, rank) if krylov_can_certify(beta) else None) or dense_subspace(w, inner, side, rank)
     return Subspace(basis=chosen.basis.to(weight.device), eigenvalues=chosen.eigenvalues.to(weight.device), solver=chosen.solver)
 
 
@@ -118,10 +118,17 @@ def krylov_subspace(operator, rank: int) -> Subspace | None:
     return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver="krylov")
 
 
-def top_eigenpairs_dispatched(matrix: torch.Tensor, rank: int) -> Subspace:
-    """`top_eigenpairs` of a formed symmetric matrix by the solver select_subspace would pick for
-    it: certified Krylov where r << d on a CPU, else (or when not certified) a dense eigh."""
-    return krylov_subspace(eigen.DenseOperator(matrix), rank) or top_eigenpairs(matrix, rank)
+def krylov_can_certify(beta: float) -> bool:
+    """At beta = 1 the top of dCov = -Cov- is the crowded bottom of Cov-'s spectrum: no r-th gap
+    is resolved there, so a Krylov try only adds its cost before the dense eigh."""
+    return beta < 1.0
+
+
+def top_eigenpairs_dispatched(matrix: torch.Tensor, rank: int, beta: float) -> Subspace:
+    """`top_eigenpairs` of a formed dCov at `beta` by the solver select_subspace would pick for it:
+    certified Krylov where r << d on a CPU and beta < 1, else (or when not certified) a dense eigh."""
+    found = krylov_subspace(eigen.DenseOperator(matrix), rank) if krylov_can_certify(beta) else None
+    return found or top_eigenpairs(matrix, rank)
 
 
 def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:

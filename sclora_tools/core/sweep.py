@@ -62,13 +62,15 @@ def prepare_site(weight: torch.Tensor, cov_pos: torch.Tensor, cov_neg: torch.Ten
 
 def solve(site: PreparedSite, beta: float, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(basis in solving coordinates, eigenvalues, captured-energy matrices) for one beta."""
-    chosen = subspace.top_eigenpairs_dispatched(subspace.delta_covariance(site.pos, site.neg, beta), min(rank, site.pos.shape[0]))
+    delta = subspace.delta_covariance(site.pos, site.neg, beta)
+    chosen = subspace.top_eigenpairs_dispatched(delta, min(rank, site.pos.shape[0]), beta)
     reduced_ok = site.lift is None or (chosen.eigenvalues.numel() == rank and not bool((chosen.eigenvalues < 0).any()))
     if reduced_ok:
         return chosen.basis, chosen.eigenvalues, (site.pos, site.neg)
-    # the reduced problem cannot split the zero eigenspace: solve the full one, as select_subspace does
-    w, cov_pos, cov_neg, side = site.source
-    full = subspace.select_subspace(w, cov_pos, cov_neg, side, beta, rank)
+    # the reduced problem cannot split the zero eigenspace: the full one, densely, which is where
+    # select_subspace ends up too (its reduced Krylov and reduced eigh refuse for the same reason)
+    w, cov_pos, cov_neg, _ = site.source
+    full = subspace.top_eigenpairs(subspace.output_covariance(w, subspace.delta_covariance(cov_pos, cov_neg, beta)), rank)
     return full.basis, full.eigenvalues, (projected(w, cov_pos), projected(w, cov_neg))
 
 

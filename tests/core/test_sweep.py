@@ -61,12 +61,12 @@ def test_where_r_is_small_the_sweep_solves_by_krylov_and_keeps_the_dense_answer(
     prepared = sweep.prepare_site(weight, pos, neg, "input")
     calls = count_krylov_calls(monkeypatch)
     fast = sweep.sweep_site(prepared, BETAS, RANK)
-    # Krylov is tried for every beta and certified below beta = 1; at beta = 1 the top of -Cov- is
-    # the crowded bottom of Cov-'s power law, no gap is resolved and the dense eigh answers
-    assert calls == [True, True, True, False]
+    # Krylov answers every beta below 1, certified; at beta = 1 the top of -Cov- is the crowded
+    # bottom of Cov-'s power law, where no gap is resolved, so it is not even tried
+    assert calls == [True, True, True]
     monkeypatch.setattr(eigen, "KRYLOV_MIN_DIM", 10**9)
     dense = sweep.sweep_site(prepared, BETAS, RANK)
-    assert len(calls) == len(BETAS)
+    assert calls == [True, True, True]  # the dense run tried no Krylov
     for beta, a, b in zip(BETAS, fast, dense, strict=True):
         assert a.objective == pytest.approx(b.objective, rel=1e-6), beta
         assert a.captured_pos == pytest.approx(b.captured_pos, rel=1e-6, abs=1e-9), beta
@@ -75,13 +75,36 @@ def test_where_r_is_small_the_sweep_solves_by_krylov_and_keeps_the_dense_answer(
 
 def test_the_dispatched_solver_returns_the_dense_subspace(small_krylov_threshold):
     matrix = decaying(400, 11, 50.0) - decaying(400, 12, 40.0)
-    found = subspace.top_eigenpairs_dispatched(matrix, RANK)
+    found = subspace.top_eigenpairs_dispatched(matrix, RANK, 0.5)
     exact = subspace.top_eigenpairs(matrix, RANK)
     assert found.solver == "krylov"
     assert reward(found.basis, matrix) == pytest.approx(reward(exact.basis, matrix), rel=1e-6)
     assert torch.allclose(found.eigenvalues, exact.eigenvalues, rtol=1e-9, atol=1e-9)
 
 
+def test_at_beta_1_the_dense_eigh_answers_without_a_krylov_try(small_krylov_threshold, monkeypatch):
+    calls = count_krylov_calls(monkeypatch)
+    matrix = -decaying(400, 15, 40.0)
+    assert subspace.top_eigenpairs_dispatched(matrix, RANK, 1.0).solver == "eigh"
+    weight, pos, neg = site(400, 400, seed=7)
+    assert subspace.select_subspace(weight, pos, neg, "input", 1.0, RANK).solver == "eigh"
+    assert calls == []
+
+
+def test_tall_weights_solve_the_reduced_problem_by_krylov_and_fall_back_like_init(small_krylov_threshold, monkeypatch):
+    """d_out > d_in (gate/up): each beta's reduced d_in-sized problem by Krylov; where the reduced
+    answer cannot decide (beta = 1), the full problem, with the answer init gets."""
+    weight, pos, neg = site(500, 400, seed=9)
+    calls = count_krylov_calls(monkeypatch)
+    points = sweep.sweep_site(sweep.prepare_site(weight, pos, neg, "input"), BETAS, RANK)
+    assert calls == [True, True, True]
+    for beta, point in zip(BETAS, points, strict=True):
+        chosen = subspace.select_subspace(weight, pos, neg, "input", beta, RANK)
+        assert point.objective == pytest.approx(float(chosen.eigenvalues.sum()), rel=1e-6, abs=1e-12), beta
+        reference = subspace.top_eigenpairs(subspace.output_covariance(weight, subspace.delta_covariance(pos, neg, beta)), RANK)
+        assert point.objective == pytest.approx(float(reference.eigenvalues.sum()), rel=1e-6, abs=1e-12), beta
+
+
 def test_small_problems_stay_on_the_dense_eigh():
     matrix = decaying(64, 13, 5.0) - decaying(64, 14, 4.0)
-    assert subspace.top_eigenpairs_dispatched(matrix, RANK).solver == "eigh"
+    assert subspace.top_eigenpairs_dispatched(matrix, RANK, 0.5).solver == "eigh"

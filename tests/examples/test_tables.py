@@ -113,3 +113,7 @@ def test_the_committed_knowledge_results_render_as_committed_and_as_the_readmes_
     for readme in (EXAMPLES / "knowledge_testbed" / "README.md", EXAMPLES.parent / "README.md"):
         shown = readme.read_text()
         assert all(line in shown for line in table_rows), readme
+    samples = json.loads((results / "samples.json").read_text())
+    assert len(samples) == len(json.loads((results / "results.json").read_text())["rows"])
+    answers = {sample["generation"] for run in samples.values() for sample in run["knowledge"]}
+    assert any(answer.startswith("14. 14. 14. 14.") for answer in answers)  # the README's quoted collapse
