@@ -67,7 +67,10 @@ def eval_arguments(args) -> dict:
 
 
 def settings_of(args, alignment: dict) -> dict:
-    return {"alignment": alignment, "steps": args.steps, "rank": args.rank, "batch_size": args.batch_size,
+    """What a grid's rows depend on. The alignment's wall time is not: a re-made alignment with the
+    same recipe must not orphan the rows already run."""
+    recipe = {key: value for key, value in alignment.items() if key != "seconds"}
+    return {"alignment": recipe, "steps": args.steps, "rank": args.rank, "batch_size": args.batch_size,
             "max_length": args.max_length, "eval_samples": args.eval_samples}
 
 

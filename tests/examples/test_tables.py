@@ -117,3 +117,14 @@ def test_the_committed_knowledge_results_render_as_committed_and_as_the_readmes_
     assert len(samples) == len(json.loads((results / "results.json").read_text())["rows"])
     answers = {sample["generation"] for run in samples.values() for sample in run["knowledge"]}
     assert any(answer.startswith("14. 14. 14. 14.") for answer in answers)  # the README's quoted collapse
+
+
+def test_a_remade_alignment_with_the_same_recipe_resumes_onto_the_committed_safety_rows(monkeypatch):
+    """The grid refuses an --out made with other settings; the alignment's wall time is not one."""
+    safety = load_script("safety_testbed/run.py", "safety_testbed_run")
+    committed = json.loads((EXAMPLES / "safety_testbed" / "results" / "results.json").read_text())["settings"]
+    monkeypatch.setattr(sys, "argv", ["run.py"])
+    remade = {**committed["alignment"], "seconds": 1127.8}
+    assert safety.settings_of(safety.parse_args(), remade) == committed
+    other_recipe = {**remade, "epochs": 1.0}
+    assert safety.settings_of(safety.parse_args(), other_recipe) != committed
