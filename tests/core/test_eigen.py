@@ -122,13 +122,6 @@ def low_rank_covariance(dim: int, tokens: int, seed: int, spread: float) -> torc
     return x.T @ x / tokens
 
 
-@pytest.fixture
-def small_krylov_threshold(monkeypatch):
-    """Let 400-dim problems take the Krylov path (the production threshold is 1024), so the
-    dispatch is tested at a size a test can afford."""
-    monkeypatch.setattr(eigen, "KRYLOV_MIN_DIM", 256)
-
-
 @pytest.mark.parametrize("side,shape", [("output", (400, 400)), ("input", (400, 400)), ("input", (900, 400)), ("input", (400, 700))])
 def test_select_subspace_uses_krylov_where_r_is_small_and_agrees_with_eigh(side, shape, small_krylov_threshold):
     d_out, d_in = shape

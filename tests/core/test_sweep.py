@@ -28,12 +28,6 @@ def reward(basis: torch.Tensor, matrix: torch.Tensor) -> float:
     return float(torch.trace(basis.T @ matrix @ basis))
 
 
-@pytest.fixture
-def small_krylov_threshold(monkeypatch):
-    """Let 400-dim problems take the Krylov path (the production threshold is 1024)."""
-    monkeypatch.setattr(eigen, "KRYLOV_MIN_DIM", 256)
-
-
 def count_krylov_calls(monkeypatch) -> list:
     calls = []
     original = eigen.krylov_top

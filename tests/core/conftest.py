@@ -1,0 +1,14 @@
+"""Fixtures shared by the core tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from sclora_tools.core import eigen
+
+
+@pytest.fixture
+def small_krylov_threshold(monkeypatch):
+    """Let 400-dim problems take the Krylov path (the production threshold is 1024), so the
+    dispatch is tested at a size a test can afford."""
+    monkeypatch.setattr(eigen, "KRYLOV_MIN_DIM", 256)
