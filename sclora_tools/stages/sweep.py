@@ -73,7 +73,7 @@ def sweep(
         summary={"seconds_sweep": round(time.time() - started, 2), "layers": len(layers)},
     )
     if output_dir is not None:
-        manifest = write_outputs(Path(output_dir), manifest, table, Plots(betas, rank, table, shares) if plots_enabled else None)
+        manifest = write_outputs(Path(output_dir), manifest, Swept(betas, rank, table, shares), plots_enabled)
     report(Manifest.from_dict(manifest), table, output_dir)
     return manifest
 
@@ -119,8 +119,9 @@ def totals(layers: dict[str, LayerSweep], betas: list[float]) -> list[dict]:
 
 
 @dataclass(frozen=True)
-class Plots:
-    """What the two PNGs show: the totals per beta and each layer's energy shares per beta."""
+class Swept:
+    """What the sweep's files show: the totals per beta (table.csv and the frontier) and each
+    layer's energy shares per beta (the per-layer heatmap)."""
 
     betas: list[float]
     rank: int
@@ -128,11 +129,11 @@ class Plots:
     layers: dict[str, dict[str, list[float]]]
 
 
-def write_outputs(output_dir: Path, manifest: dict, table: list[dict], plotted: Plots | None) -> dict:
+def write_outputs(output_dir: Path, manifest: dict, swept: Swept, plots_enabled: bool) -> dict:
     with staged_directory(output_dir, "sweep") as staging:
-        write_table(staging / TABLE, table)
-        if plotted is not None:
-            write_plots(staging, plotted)
+        write_table(staging / TABLE, swept.table)
+        if plots_enabled:
+            write_plots(staging, swept)
         manifest = write_manifest(staging, manifest)
     return manifest
 
@@ -144,8 +145,8 @@ def write_table(path: Path, table: list[dict]) -> None:
         writer.writerows(table)
 
 
-def write_plots(directory: Path, plotted: Plots) -> None:
-    table, layers, betas, rank = plotted.table, plotted.layers, plotted.betas, plotted.rank
+def write_plots(directory: Path, swept: Swept) -> None:
+    table, layers, betas, rank = swept.table, swept.layers, swept.betas, swept.rank
     plots.frontier_png(directory / FRONTIER, betas, [row["energy_pos"] for row in table], [row["energy_neg"] for row in table], rank)
     names = list(layers)
     plots.layers_png(directory / LAYERS, betas, [short_name(n) for n in names],
