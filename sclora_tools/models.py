@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from . import aligned, embedded, ui
+from .core.finite import all_finite
 from .errors import InputError, NumericalError, UsageError
+from .io import hash_cache
 from .io.checkpoint import weight_files
-from .io.hashing import sha256_file
+from .io.hash_cache import sha256_files
 from .io.hub import hub_endpoint, hub_offline
 
 HUB_FILE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "tokenizer*"]
@@ -80,7 +82,9 @@ def download_model(spec: str) -> ModelSource:
 
 
 def weight_file_hashes(path: Path) -> dict[str, str]:
-    return {file.name: sha256_file(file) for file in weight_files(path)}
+    """sha256 of each weight file, remembered across stages for unchanged files (io.hash_cache)."""
+    hashes = sha256_files(weight_files(path), embedded.default_cache_root() / hash_cache.FILE_NAME)
+    return {file.name: digest for file, digest in hashes.items()}
 
 
 def pick_device(name: str) -> torch.device:
@@ -119,7 +123,7 @@ def check_finite_weights(model: nn.Module) -> None:
 
 
 def check_finite_weight(name: str, tensor: torch.Tensor) -> None:
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if tensor.is_floating_point() and not all_finite(tensor):
         raise NumericalError(f"the model's weight {name} holds NaN or Inf; the checkpoint is damaged: download or save it again.")
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from . import step_codec
+from .finite import all_finite
 
 B_FRACTION_BITS = 21
 EXACT_INTEGER_BITS = 53
@@ -116,7 +117,7 @@ def quantize_factors(b: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, to
     """Put (B, A) on the exact grids (module docstring, step 1) for any finite factors; returns
     float64 tensors whose values fit float32 exactly and whose product is exact in float64."""
     b, a = b.to(torch.float64), a.to(torch.float64)
-    if not (bool(torch.isfinite(b).all()) and bool(torch.isfinite(a).all())):
+    if not (all_finite(b) and all_finite(a)):
         raise ValueError("the initial factors hold NaN or Inf")
     power = torch.pow(2.0, b_column_exponents(b))
     b_scaled = quantize_b(b / power.unsqueeze(0))

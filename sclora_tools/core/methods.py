@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .finite import all_finite
 from .subspace import Subspace, top_eigenpairs
 
 CORDA_FIRST_DAMPING = 0.01  # PEFT: damp = 0.01 * mean(diag(C)), doubled until the inverse is good
@@ -138,7 +139,7 @@ def corda_factors(weight: torch.Tensor, covariance: torch.Tensor, rank: int, sca
     C = Cov_in + damp mean(diag Cov_in) I; W0 C = U S V'^T; V = C^-1 V' so that U S V^T = W0;
     B = U_r sqrt(S_r/s), A = sqrt(S_r/s) V_r^T (peft/tuners/lora/layer.py corda_init)."""
     cov = covariance.to(torch.float64)
-    if not bool(torch.isfinite(cov).all()):
+    if not all_finite(cov):
         raise ValueError("the input covariance holds NaN or Inf")
     damp = corda_damping(cov)
     fixed = cov + torch.eye(cov.shape[0], dtype=torch.float64) * (torch.mean(torch.diag(cov)) * damp)

@@ -13,6 +13,7 @@ import torch
 from .. import ui
 from ..calibration.serving import check_ranks, check_serves, locate_model, sites_for_method
 from ..core import methods
+from ..core.finite import all_finite
 from ..core.layer_init import InitSettings, LayerInit, SiteCovariances, initialize_layer
 from ..errors import NumericalError, UsageError
 from ..io import memory
@@ -165,7 +166,7 @@ class CovarianceCache:
     def get(self, key: str, role: Role) -> torch.Tensor:
         if (key, role) not in self.recent:
             covariance = self.files[role].get(key)
-            if not bool(torch.isfinite(covariance).all()):
+            if not all_finite(covariance):
                 raise NumericalError(f"the calibration's covariance at {key} holds NaN or Inf; re-run calibrate (with --dtype float32).")
             self.recent[(key, role)] = covariance.to(self.device)
             while len(self.recent) > self.keep:
@@ -184,7 +185,7 @@ def eigen_device(settings: InitSettings) -> torch.device:
 
 def init_target(target, weight, sites: LayerSites, covariances: CovarianceCache, settings, index) -> LayerInit:
     """Read what the method needs (and, where B != 0, the SC-LoRA site for the diagnostics)."""
-    if not bool(torch.isfinite(weight).all()):
+    if not all_finite(weight):
         raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
     subspace_site, read = sites.subspace[target], sites.method.get(target)
     energy_site = covariances.site(subspace_site, CALIBRATION_ROLES) if settings.method in methods.SUBSPACE_METHODS else None
@@ -198,7 +199,7 @@ def init_target(target, weight, sites: LayerSites, covariances: CovarianceCache,
         layer = initialize_layer(weight, needed.pos, needed.neg, needed.side, settings, index, energy_site)
     except ValueError as exc:
         raise NumericalError(f"{settings.method} failed on {target} ({exc}); check the calibration covariances.") from exc
-    if not bool(torch.isfinite(layer.w_res).all()):
+    if not all_finite(layer.w_res):
         raise NumericalError(f"W_res of {target} holds NaN or Inf; check the calibration covariances.")
     return layer
 

@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from .. import ui
 from ..core import exact
+from ..core.finite import all_finite
 from ..core.merge import adapter_delta, lora_against_base, merged_weight
 from ..errors import NumericalError, UsageError, VerificationError
 from ..io import memory
@@ -76,7 +77,7 @@ def merge(
 
 def refuse_non_finite(pairs: dict[str, LoraPair], adapter_dir: Path) -> None:
     for module, pair in pairs.items():
-        if not (bool(torch.isfinite(pair.a).all()) and bool(torch.isfinite(pair.b).all())):
+        if not (all_finite(pair.a) and all_finite(pair.b)):
             raise NumericalError(f"the adapter in {adapter_dir} holds NaN or Inf in {module} (training diverged); "
                                  "train again with a lower --lr, nothing was merged.")
 

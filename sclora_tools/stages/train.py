@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from .. import data, models, ui
+from ..core.finite import all_finite
 from ..errors import InputError, NumericalError, UsageError
 from ..features import Collator, count_truncated, tokenize_for_loss, with_loss_tokens
 from ..io.atomic import MANIFEST, remove_stale_staging, staged_output, write_json
@@ -242,7 +243,7 @@ def warmup_steps(examples: int, settings: TrainSettings) -> int:
 def check_finite(weights: dict[str, torch.Tensor], settings: TrainSettings, history: list[dict]) -> None:
     """A diverged run (NaN or Inf in the adapter) writes no adapter and no manifest."""
     for name, tensor in weights.items():
-        if not bool(torch.isfinite(tensor).all()):
+        if not all_finite(tensor):
             steps = history[-1]["step"] if history else 0
             raise NumericalError(f"training diverged: {name.removeprefix('base_model.model.')} holds NaN or Inf after {steps} steps; "
                                  f"lower --lr (now {settings.lr:g}) and train again.")
