@@ -1,0 +1,65 @@
+import hashlib
+import os
+
+import pytest
+
+from sclora_tools.io import hash_cache
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts the files hash_cache really reads; no racy window, so fresh test files are remembered."""
+    calls = []
+    real = hash_cache.sha256_file
+    monkeypatch.setattr(hash_cache, "sha256_file", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(hash_cache, "RACY_SECONDS", -1.0)
+    return calls
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_an_unchanged_file_is_hashed_once_across_calls(tmp_path, counted):
+    weights, cache = tmp_path / "model.safetensors", tmp_path / "cache" / "hashes.json"
+    weights.write_bytes(b"W0 bytes")
+    assert hash_cache.sha256_files([weights], cache) == {weights: sha(b"W0 bytes")}
+    assert hash_cache.sha256_files([weights], cache) == {weights: sha(b"W0 bytes")}
+    assert counted == [weights]
+
+
+def test_a_same_size_rewrite_is_hashed_again(tmp_path, counted):
+    weights, cache = tmp_path / "model.safetensors", tmp_path / "hashes.json"
+    weights.write_bytes(b"W0 bytes")
+    hash_cache.sha256_files([weights], cache)
+    stat = os.stat(weights)
+    weights.write_bytes(b"W1 bytes")
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the mtime put back; the ctime cannot be
+    assert hash_cache.sha256_files([weights], cache) == {weights: sha(b"W1 bytes")}
+    assert len(counted) == 2
+
+
+def test_a_file_changed_inside_the_racy_window_is_not_remembered(tmp_path, monkeypatch):
+    weights, cache = tmp_path / "model.safetensors", tmp_path / "hashes.json"
+    weights.write_bytes(b"just written")
+    monkeypatch.setattr(hash_cache, "RACY_SECONDS", 3600.0)
+    assert hash_cache.sha256_files([weights], cache) == {weights: sha(b"just written")}
+    assert not cache.exists()
+
+
+def test_a_damaged_cache_file_is_ignored_and_replaced(tmp_path, counted):
+    weights, cache = tmp_path / "model.safetensors", tmp_path / "hashes.json"
+    weights.write_bytes(b"W0 bytes")
+    cache.write_text("{not json")
+    assert hash_cache.sha256_files([weights], cache) == {weights: sha(b"W0 bytes")}
+    assert hash_cache.remembered(cache)[str(weights.resolve())]["sha256"] == sha(b"W0 bytes")
+
+
+def test_entries_of_deleted_files_are_dropped(tmp_path, counted):
+    first, second, cache = tmp_path / "a.safetensors", tmp_path / "b.safetensors", tmp_path / "hashes.json"
+    first.write_bytes(b"a")
+    second.write_bytes(b"b")
+    hash_cache.sha256_files([first], cache)
+    first.unlink()
+    hash_cache.sha256_files([second], cache)
+    assert list(hash_cache.remembered(cache)) == [str(second.resolve())]
