@@ -177,3 +177,55 @@ def test_captured_energy_edge_cases():
     cov = psd(5, seed=27)
     assert subspace.captured_energy(basis, cov) == pytest.approx(1.0, rel=1e-12)
     assert subspace.captured_energy(basis[:, :2], torch.zeros(5, 5, dtype=F64)) == 0.0
+
+
+def reward_of(basis, matrix):
+    return float(torch.trace(basis.T @ matrix @ basis))
+
+
+def inner_with_output_spectrum(weight, spectrum, seed):
+    """M such that the nonzero spectrum of W M W^T is `spectrum` (M = R^-1 T R^-T, W = Q R)."""
+    r_factor = torch.linalg.qr(weight)[1]
+    target = with_spectrum(spectrum, seed=seed)
+    return torch.linalg.solve(r_factor, torch.linalg.solve(r_factor, target).T)
+
+
+SPECTRA = {
+    "clustered": [9.0, 9.0, 9.0 + 1e-9, 5.0, 4.0] + torch.linspace(1.0, -3.0, 19).tolist(),  # a tight cluster inside the top 5
+    "negative": [3.0, 2.5, 2.0, 1.5, 1.2] + torch.linspace(-0.5, -50.0, 19).tolist(),  # dCov dominated by Cov-
+}
+
+
+@pytest.mark.parametrize("spectrum", list(SPECTRA))
+def test_reduced_dense_path_gives_the_householder_answer_and_is_what_select_subspace_takes(spectrum):
+    d_out, d_in, rank = 60, 24, 5
+    weight = randn(d_out, d_in, seed=31)
+    inner = inner_with_output_spectrum(weight, SPECTRA[spectrum], seed=32)
+    fast = subspace.certified_reduced_dense(weight, inner, rank)
+    householder = subspace.top_eigenpairs_of_projection(weight, inner, rank)
+    assert fast is not None and householder is not None
+    full = subspace.output_covariance(weight, inner)
+    best = reward_of(householder.basis, full)
+    assert abs(reward_of(fast.basis, full) - best) <= 1e-6 * abs(best)
+    assert torch.allclose(fast.eigenvalues, torch.tensor(SPECTRA[spectrum][:rank], dtype=F64), rtol=1e-9)
+    assert torch.allclose(fast.basis.T @ fast.basis, torch.eye(rank, dtype=F64), atol=1e-12)
+    assert subspace.select_subspace(weight, inner, torch.zeros_like(inner), "input", 0.0, rank).solver == "eigh-reduced"
+
+
+def test_reduced_dense_path_refuses_what_it_cannot_certify_and_select_subspace_still_answers():
+    d_out, d_in, rank = 40, 12, 4
+    pos, neg = psd(d_in, seed=36), psd(d_in, seed=37, scale=0.3)
+    inner = subspace.delta_covariance(pos, neg, 0.5)
+    deficient = randn(d_out, d_in, seed=38)
+    deficient[:, -1] = deficient[:, 0]  # W^T W singular: no Cholesky
+    split = randn(d_out, d_in, seed=39)
+    tied_spectrum = [5.0, 4.0, 3.0, 2.0, 2.0] + torch.linspace(1.0, 0.1, d_in - 5).tolist()  # r = 4 splits the 2.0 pair
+    tied_inner = inner_with_output_spectrum(split, tied_spectrum, seed=40)
+    assert torch.allclose(torch.linalg.eigvalsh(split @ tied_inner @ split.T)[-5:], torch.tensor([2.0, 2.0, 3.0, 4.0, 5.0], dtype=F64))
+    for weight, inner_of_case in [(deficient, inner), (split, tied_inner)]:
+        assert subspace.certified_reduced_dense(weight, inner_of_case, rank) is None
+    assert subspace.certified_reduced_dense(split, inner, d_in) is None  # r = d_in: no (r + 1)-th eigenvalue to certify against
+    chosen = subspace.select_subspace(deficient, pos, neg, "input", 0.5, rank)
+    full = subspace.output_covariance(deficient, inner)
+    expected = torch.linalg.eigvalsh(full).flip(0)[:rank]
+    assert torch.allclose(chosen.eigenvalues, expected, rtol=1e-9, atol=1e-9)
