@@ -34,13 +34,13 @@ class CovarianceSink:
     def finish(self, role: Role, moments: dict[str, SecondMoment]) -> None:
         samples, tokens = self.counts[role]
         with self.ranks.phase():
-            totals = {key: moment.total for key, moment in moments.items()}
+            totals = {key: moment.take_total() for key, moment in moments.items()}
         for total in totals.values():
             self.ranks.sum_to_writer(total)
         if not self.ranks.is_writer:
             return
-        for key, total in totals.items():
-            self.writers[role].write(key, finished(total, tokens, samples, self.normalization, key))
+        for key in list(totals):  # each sum freed once written
+            self.writers[role].write(key, finished(totals.pop(key), tokens, samples, self.normalization, key))
 
     def close(self) -> None:
         for writer in self.writers.values():

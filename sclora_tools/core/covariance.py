@@ -48,7 +48,10 @@ class SecondMoment:
     (addmm, no temporary, upper blocks only: `add_upper_gram`), which is added to the `dtype`
     accumulator (float64 by default) every `flush_tokens` tokens, so rounding does not drift with
     the number of batches and the costly mixed-precision add runs once per many batches instead
-    of once per batch. Reading `total` completes the lower triangle.
+    of once per batch. The `dtype` accumulator is allocated at the first flush (until then it
+    would only hold zeros: 0 + pending is pending exactly), so a calibration of fewer tokens than
+    `flush_tokens` never holds both: 4 bytes per entry instead of 12 during the forward passes.
+    Reading `total` completes the lower triangle; `take_total` also lets go of both buffers.
     """
 
     dim: int
@@ -56,22 +59,29 @@ class SecondMoment:
     device: torch.device | str = "cpu"
     flush_tokens: int = FLUSH_TOKENS
     leaf_width: int | None = None  # default: by device (leaf_width_for)
-    accumulator: torch.Tensor = field(init=False, repr=False)
+    accumulator: torch.Tensor | None = field(init=False, repr=False, default=None)
     tokens: int = field(init=False, default=0)
     pending: torch.Tensor | None = field(init=False, default=None)
     pending_tokens: int = field(init=False, default=0)
+    taken: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.leaf_width = self.leaf_width or leaf_width_for(self.device)
-        self.accumulator = torch.zeros(self.dim, self.dim, dtype=self.dtype, device=self.device)
-        if self.dtype != torch.float32:
-            self.pending = torch.zeros(self.dim, self.dim, dtype=torch.float32, device=self.device)
+        if self.dtype == torch.float32:
+            self.accumulator = self.zeros(torch.float32)
+        else:
+            self.pending = self.zeros(torch.float32)
+
+    def zeros(self, dtype: torch.dtype) -> torch.Tensor:
+        return torch.zeros(self.dim, self.dim, dtype=dtype, device=self.device)
 
     def add(self, rows: torch.Tensor) -> None:
         """Add the outer products of `rows` (n x dim), one row per real token."""
         if rows.shape[-1] != self.dim:
             raise ValueError(f"expected rows of width {self.dim}, got {tuple(rows.shape)}")
-        rows32 = rows.reshape(-1, self.dim).to(device=self.accumulator.device, dtype=torch.float32)
+        if self.taken:
+            raise RuntimeError("this running sum was taken (take_total); start a new SecondMoment")
+        rows32 = rows.reshape(-1, self.dim).to(device=self.device, dtype=torch.float32)
         if self.dtype == torch.float32:
             add_upper_gram(self.accumulator, rows32, self.leaf_width)
         else:
@@ -84,22 +94,35 @@ class SecondMoment:
     def flush(self) -> None:
         """Move the float32 pending sum into the accumulator."""
         if self.pending is not None and self.pending_tokens:
-            self.accumulator.add_(self.pending)
+            if self.accumulator is None:
+                self.accumulator = self.pending.to(self.dtype)
+            else:
+                self.accumulator.add_(self.pending)
             self.pending.zero_()
         self.pending_tokens = 0
 
     @property
     def total(self) -> torch.Tensor:
         """The sum of x x^T over every row added so far, in `dtype` (flushes the pending sum)."""
+        if self.taken:
+            raise RuntimeError("this running sum was taken (take_total)")
         self.flush()
+        if self.accumulator is None:
+            self.accumulator = self.zeros(self.dtype)
         if self.dim >= 2 * self.leaf_width:  # below that, every product was a full one: already symmetric
             mirror_upper(self.accumulator)
         return self.accumulator
 
+    def take_total(self) -> torch.Tensor:
+        """`total`, after which this running sum holds no buffer (the caller owns the result)."""
+        total = self.total
+        self.accumulator, self.pending, self.taken = None, None, True
+        return total
+
     def restore(self, total: torch.Tensor, tokens: int) -> None:
         """Continue from a saved running sum (resume)."""
         self.flush()
-        self.accumulator.copy_(total.to(self.accumulator.dtype))
+        self.accumulator = total.to(device=self.device, dtype=self.dtype).clone()
         self.tokens = tokens
 
 

@@ -82,3 +82,27 @@ def test_normalize_bad_mode_raises(mode):
 def test_normalize_zero_count_raises(mode):
     with pytest.raises(ValueError, match="zero tokens"):
         normalize(torch.eye(3), 0, 0, mode)
+
+
+def test_the_float64_sum_is_allocated_at_the_first_flush_and_totals_do_not_depend_on_it():
+    x = torch.randint(-8, 9, (60, 40), generator=gen(11)).to(F64)  # integers: every sum exact, so equality is exact
+    never, often = SecondMoment(40, flush_tokens=10_000, leaf_width=8), SecondMoment(40, flush_tokens=7, leaf_width=8)
+    for chunk in torch.split(x, 6):
+        never.add(chunk)
+        often.add(chunk)
+    assert never.accumulator is None  # fewer tokens than one flush: only the float32 sum was ever held
+    assert often.accumulator is not None and often.accumulator.dtype == F64
+    assert torch.equal(never.total, x.T @ x)
+    assert torch.equal(often.total, x.T @ x)
+
+
+def test_take_total_lets_go_of_the_buffers_and_refuses_more_rows():
+    x = torch.randint(-8, 9, (30, 12), generator=gen(12)).to(F64)
+    moment = SecondMoment(12)
+    moment.add(x)
+    assert torch.equal(moment.take_total(), x.T @ x)
+    assert moment.accumulator is None and moment.pending is None
+    with pytest.raises(RuntimeError, match="taken"):
+        moment.add(x)
+    empty = SecondMoment(5)
+    assert torch.equal(empty.take_total(), torch.zeros(5, 5, dtype=F64))
