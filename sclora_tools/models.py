@@ -17,7 +17,6 @@ from .core.finite import all_finite
 from .errors import InputError, NumericalError, UsageError
 from .io import hash_cache
 from .io.checkpoint import weight_files
-from .io.hash_cache import sha256_files
 from .io.hub import hub_endpoint, hub_offline
 
 HUB_FILE_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "tokenizer*"]
@@ -83,7 +82,7 @@ def download_model(spec: str) -> ModelSource:
 
 def weight_file_hashes(path: Path) -> dict[str, str]:
     """sha256 of each weight file, remembered across stages for unchanged files (io.hash_cache)."""
-    hashes = sha256_files(weight_files(path), embedded.default_cache_root() / hash_cache.FILE_NAME)
+    hashes = hash_cache.sha256_files(weight_files(path), hash_cache.cache_file(embedded.default_cache_root()))
     return {file.name: digest for file, digest in hashes.items()}
 
 

@@ -27,6 +27,15 @@ PUBLISHED = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_hash_cache(tmp_path_factory):
+    """Weight-file hashes remembered for this session only (io.hash_cache), in this process and in
+    every process it starts: tests never write the user's cache."""
+    os.environ["SCLORA_HASH_CACHE"] = str(tmp_path_factory.mktemp("hash-cache") / "file-hashes.json")
+    yield
+    os.environ.pop("SCLORA_HASH_CACHE", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """`tiny_model("fp32" | "bf16" | "fp16") -> Path`: each saved once per session, on first use."""

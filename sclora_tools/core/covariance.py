@@ -73,7 +73,10 @@ class SecondMoment:
             self.pending = self.zeros(torch.float32)
 
     def zeros(self, dtype: torch.dtype) -> torch.Tensor:
-        return torch.zeros(self.dim, self.dim, dtype=dtype, device=self.device)
+        """A zero sum; never an inference tensor (hooks add rows under inference_mode, and the sum
+        is mirrored and all-reduced in place outside it)."""
+        with torch.inference_mode(False):
+            return torch.zeros(self.dim, self.dim, dtype=dtype, device=self.device)
 
     def add(self, rows: torch.Tensor) -> None:
         """Add the outer products of `rows` (n x dim), one row per real token."""
@@ -95,7 +98,8 @@ class SecondMoment:
         """Move the float32 pending sum into the accumulator."""
         if self.pending is not None and self.pending_tokens:
             if self.accumulator is None:
-                self.accumulator = self.pending.to(self.dtype)
+                self.accumulator = self.zeros(self.dtype)
+                self.accumulator.copy_(self.pending)
             else:
                 self.accumulator.add_(self.pending)
             self.pending.zero_()
@@ -122,8 +126,11 @@ class SecondMoment:
     def restore(self, total: torch.Tensor, tokens: int) -> None:
         """Continue from a saved running sum (resume)."""
         self.flush()
-        self.accumulator = total.to(device=self.device, dtype=self.dtype).clone()
-        self.tokens = tokens
+        self.accumulator = self.zeros(self.dtype)
+        self.accumulator.copy_(total)
+        self.tokens, self.taken = tokens, False
+        if self.pending is None and self.dtype != torch.float32:
+            self.pending = self.zeros(torch.float32)
 
 
 def normalize(total: torch.Tensor, tokens: int, samples: int, mode: str) -> torch.Tensor:

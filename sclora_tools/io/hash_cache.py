@@ -8,6 +8,8 @@ back, so a remembered hash is only reused for the same unchanged bytes. As in gi
 clean" rule, a file changed less than RACY_SECONDS before it was hashed is not remembered: a
 same-size rewrite inside one timestamp tick would keep its identity. The per-tensor sha256 that
 init and merge record are always computed from the bytes themselves.
+
+The cache is `$SCLORA_HASH_CACHE` if set, else `file-hashes.json` in sclora's cache directory.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from .atomic import write_json
 from .hashing import sha256_file
 
 FILE_NAME = "file-hashes.json"
+ENVIRONMENT = "SCLORA_HASH_CACHE"
 RACY_SECONDS = 2.0
+
+
+def cache_file(cache_root: Path) -> Path:
+    override = os.environ.get(ENVIRONMENT)
+    return Path(override).expanduser() if override else Path(cache_root) / FILE_NAME
 
 
 def identity(stat: os.stat_result) -> list[int]:
@@ -44,22 +52,23 @@ def sha256_files(files: list[Path], cache_file: Path) -> dict[Path, str]:
     entries = remembered(cache_file)
     hashes, changed = {}, False
     for file in files:
-        key, current = str(Path(file).resolve()), identity(os.stat(file))
+        key, current, looked = str(Path(file).resolve()), identity(os.stat(file)), time.time_ns()
         entry = entries.get(key)
         if isinstance(entry, dict) and entry.get("identity") == current and isinstance(entry.get("sha256"), str):
             hashes[file] = entry["sha256"]
             continue
         hashes[file] = sha256_file(file)
-        if settled(current):
+        if settled(current, looked) and identity(os.stat(file)) == current:  # unchanged while it was read
             entries[key], changed = {"identity": current, "sha256": hashes[file]}, True
     if changed:
         store(cache_file, {key: entry for key, entry in entries.items() if os.path.exists(key)})
     return hashes
 
 
-def settled(file_identity: list[int]) -> bool:
-    """Whether the file last changed long enough ago that a rewrite would show in its identity."""
-    return time.time_ns() - max(file_identity[3], file_identity[4]) > RACY_SECONDS * 1e9
+def settled(file_identity: list[int], looked_ns: int) -> bool:
+    """Whether, when it was stat'ed, the file had last changed long enough before that a rewrite
+    would show in its identity."""
+    return looked_ns - max(file_identity[3], file_identity[4]) > RACY_SECONDS * 1e9
 
 
 def store(cache_file: Path, entries: dict) -> None:

@@ -7,9 +7,11 @@ returned on free, and malloc_trim hands back what the heap kept once that is wor
 no-ops where glibc is not the allocator.
 
 The threshold is not lower, and the heap is not trimmed after every tensor, because each of
-those makes the next layer's float64 temporaries fault in fresh zeroed pages: on SmolLM2 a 1 MiB
-threshold with a trim per tensor spent 12.5 s of init's 23 s as system time; 32 MiB with a trim
-only past FREE_HEAP_TRIM_BYTES takes 16 s, for 0.2 GB more peak memory.
+those makes the next layer's float64 temporaries fault in fresh zeroed pages: on SmolLM2 (rank 16)
+a 1 MiB threshold with a trim per tensor spent 11.6 s of init's 22.3 s as system time; 32 MiB
+with a trim only past FREE_HEAP_TRIM_BYTES takes 15.9 s (2.7 s system), for 0.1 GB more peak
+memory (0.17 GB on a random Llama of hidden 2048). glibc's own sliding threshold stops at 32 MiB
+too, but reaches it only after blocks of that size were freed.
 """
 
 from __future__ import annotations

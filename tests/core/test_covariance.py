@@ -106,3 +106,31 @@ def test_take_total_lets_go_of_the_buffers_and_refuses_more_rows():
         moment.add(x)
     empty = SecondMoment(5)
     assert torch.equal(empty.take_total(), torch.zeros(5, 5, dtype=F64))
+
+
+def test_sums_made_under_inference_mode_are_mirrored_and_reduced_outside_it():
+    """Hooks add rows under inference_mode; the first flush (and a checkpoint's `total`) may
+    happen there, and the sum is mirrored and all-reduced in place after it."""
+    x = torch.randint(-8, 9, (40, 300), generator=gen(13)).to(F64)
+    flushed, checkpointed = SecondMoment(300, flush_tokens=10), SecondMoment(300)
+    with torch.inference_mode():
+        flushed.add(x[:20])
+        checkpointed.add(x[:20])
+        assert torch.equal(checkpointed.total, x[:20].T @ x[:20])  # a checkpoint mid-way
+        checkpointed.add(x[20:])
+    flushed.add(x[20:])
+    for moment in (flushed, checkpointed):
+        total = moment.take_total()
+        assert not total.is_inference()
+        total.mul_(1.0)  # what an all-reduce does in place
+        assert torch.equal(total, x.T @ x)
+
+
+def test_restore_after_take_total_starts_a_running_sum_again():
+    x = torch.randint(-8, 9, (20, 12), generator=gen(14)).to(F64)
+    moment = SecondMoment(12)
+    moment.add(x)
+    saved = moment.take_total().clone()
+    moment.restore(saved, 20)
+    moment.add(x)
+    assert torch.equal(moment.total, 2 * (x.T @ x)) and moment.tokens == 40

@@ -224,7 +224,9 @@ def test_reduced_dense_path_refuses_what_it_cannot_certify_and_select_subspace_s
     assert torch.allclose(torch.linalg.eigvalsh(split @ tied_inner @ split.T)[-5:], torch.tensor([2.0, 2.0, 3.0, 4.0, 5.0], dtype=F64))
     for weight, inner_of_case in [(deficient, inner), (split, tied_inner)]:
         assert subspace.certified_reduced_dense(weight, inner_of_case, rank) is None
-    assert subspace.certified_reduced_dense(split, inner, d_in) is None  # r = d_in: no (r + 1)-th eigenvalue to certify against
+    positive = subspace.certified_reduced_dense(split, psd(d_in, seed=41), d_in)  # r = d_in: the rest is the zeros off range(W)
+    assert positive is not None and torch.allclose((split.T @ positive.basis).norm(), split.norm())
+    assert subspace.certified_reduced_dense(split, inner, d_in) is None  # some eigenvalue <= 0: the zeros would join the top r
     chosen = subspace.select_subspace(deficient, pos, neg, "input", 0.5, rank)
     full = subspace.output_covariance(deficient, inner)
     expected = torch.linalg.eigvalsh(full).flip(0)[:rank]

@@ -1,5 +1,6 @@
 import hashlib
 import os
+import time
 
 import pytest
 
@@ -33,6 +34,7 @@ def test_a_same_size_rewrite_is_hashed_again(tmp_path, counted):
     weights.write_bytes(b"W0 bytes")
     hash_cache.sha256_files([weights], cache)
     stat = os.stat(weights)
+    time.sleep(0.05)  # past the filesystem's timestamp tick (coarse clocks tick every 4-10 ms)
     weights.write_bytes(b"W1 bytes")
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the mtime put back; the ctime cannot be
     assert hash_cache.sha256_files([weights], cache) == {weights: sha(b"W1 bytes")}
@@ -63,3 +65,25 @@ def test_entries_of_deleted_files_are_dropped(tmp_path, counted):
     first.unlink()
     hash_cache.sha256_files([second], cache)
     assert list(hash_cache.remembered(cache)) == [str(second.resolve())]
+
+
+def test_a_file_rewritten_while_it_is_read_is_not_remembered(tmp_path, counted, monkeypatch):
+    weights, cache = tmp_path / "model.safetensors", tmp_path / "hashes.json"
+    weights.write_bytes(b"W0 bytes")
+    real = hash_cache.sha256_file
+
+    def read_then_rewritten(path):
+        digest = real(path)
+        path.write_bytes(b"W1, a longer rewrite")  # another size: seen even inside one timestamp tick
+        return digest
+
+    monkeypatch.setattr(hash_cache, "sha256_file", read_then_rewritten)
+    hash_cache.sha256_files([weights], cache)
+    assert not cache.exists()
+
+
+def test_the_environment_names_the_cache_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(hash_cache.ENVIRONMENT, str(tmp_path / "elsewhere.json"))
+    assert hash_cache.cache_file(tmp_path / "root") == tmp_path / "elsewhere.json"
+    monkeypatch.delenv(hash_cache.ENVIRONMENT)
+    assert hash_cache.cache_file(tmp_path / "root") == tmp_path / "root" / hash_cache.FILE_NAME
