@@ -25,6 +25,12 @@ KNOWLEDGE = Axes("math_accuracy", "task: math accuracy on held-out word problems
                  "world knowledge: exact match on held-out questions", "before fine-tuning")
 
 
+def marker(index: int, frozen: bool) -> str:
+    """Squares for a frozen factor; past the 10 colours of the cycle, other shapes, so that no two
+    series look alike."""
+    return ("s" if frozen else "o") if index < 10 else ("P" if frozen else "^")
+
+
 def plot_frontier(rows: list[dict], reference: dict, path: Path, order: list[str], axes: Axes = SAFETY) -> None:
     import matplotlib  # noqa: PLC0415 - optional: only the plot needs it, and the package does not depend on it
 
@@ -38,7 +44,7 @@ def plot_frontier(rows: list[dict], reference: dict, path: Path, order: list[str
         x, y = [r[axes.x] for r in group], [r[axes.y] for r in group]
         norm = statistics.mean(r["update_norm"] for r in group)
         axis.errorbar(statistics.mean(x), statistics.mean(y), xerr=spread(x), yerr=spread(y), capsize=3, color=f"C{index % 10}",
-                      fmt="s" if ("locked" in name or "frozen" in name) else "o", label=f"{name}, lr {lr:g} (|dW| {norm:.0f})")
+                      fmt=marker(index, "locked" in name or "frozen" in name), label=f"{name}, lr {lr:g} (|dW| {norm:.0f})")
     axis.axhline(reference[axes.y], linestyle="--", color="grey", label=axes.reference_label)
     axis.set_xlabel(axes.x_label)
     axis.set_ylabel(axes.y_label)

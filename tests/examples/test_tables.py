@@ -8,8 +8,8 @@ import shutil
 import statistics
 import sys
 
-from testbed_common.frontier import KNOWLEDGE, SAFETY, plot_frontier
-from testbed_common.grid import MATCHED, Config, RateRule
+from testbed_common.frontier import KNOWLEDGE, SAFETY, marker, plot_frontier
+from testbed_common.grid import Config, RateRule
 from testbed_common.report import Column, fmt, probes_table, table
 
 from tests.examples.testbeds import EXAMPLES, load_script
@@ -65,24 +65,26 @@ def test_probe_table_gives_each_measured_rate():
     assert "| CorDA KPA | 0.002 | not run yet | - |" in markdown
 
 
-def test_the_committed_safety_results_render_with_the_new_rows_not_run(tmp_path, monkeypatch, capsys):
-    """--table-only over the committed results: every old row as before, every new one marked."""
-    for name in ("results.json", "aligned_eval.json"):
-        shutil.copy(EXAMPLES / "safety_testbed" / "results" / name, tmp_path / name)
+def test_the_committed_safety_results_render_as_committed_and_as_the_readmes_show(tmp_path, monkeypatch, capsys):
+    """--table-only over the committed safety grid gives the committed results.md, every
+    configuration ran 3 seeds at its rate, and both READMEs show that very table."""
+    results = EXAMPLES / "safety_testbed" / "results"
+    for name in ("results.json", "rates.json", "aligned_eval.json"):
+        shutil.copy(results / name, tmp_path / name)
     safety = load_script("safety_testbed/run.py", "safety_testbed_run")
     monkeypatch.setattr(sys, "argv", ["run.py", "--table-only", "--out", str(tmp_path)])
     safety.main()
-    written = (tmp_path / "results.md").read_text()
-    assert written.split("\n", 2)[2] in capsys.readouterr().out
-    saved = json.loads((tmp_path / "results.json").read_text())["rows"]
-    for name in {r["config"] for r in saved}:
-        assert f"| {name} | " in written
-    for config in safety.CONFIGS:
-        if MATCHED in config.rates:
-            assert f"| {config.name} | matched, not measured yet |" in written
+    written = (tmp_path / "results.md").read_text().split("\n", 2)[2]
+    assert written in capsys.readouterr().out
+    assert written == (results / "results.md").read_text().split("\n", 2)[2], "the committed results.md is what --table-only prints"
+    assert "not run yet" not in written and "not measured yet" not in written
+    table_rows = [line for line in written.split("\n\nRate probes")[0].splitlines() if line.startswith("| ") and "+-" in line]
+    arms = sum(len(config.rates) for config in safety.CONFIGS)
+    assert len(table_rows) == arms and all(line.split(" | ")[-2] == "3" for line in table_rows)  # seeds
     assert "| LoRA | 0.002 | reference | 0.903 +- 0.035 |" in written
-    assert written.split("\n", 2)[2] == (EXAMPLES / "safety_testbed" / "results" / "results.md").read_text().split("\n", 2)[2], \
-        "the committed results.md is what --table-only prints"
+    for readme in (EXAMPLES / "safety_testbed" / "README.md", EXAMPLES.parent / "README.md"):
+        shown = readme.read_text()
+        assert all(line in shown for line in table_rows), readme
 
 
 def test_the_frontier_plot_draws_either_testbeds_metrics(tmp_path):
@@ -128,3 +130,10 @@ def test_a_remade_alignment_with_the_same_recipe_resumes_onto_the_committed_safe
     assert safety.settings_of(safety.parse_args(), remade) == committed
     other_recipe = {**remade, "epochs": 1.0}
     assert safety.settings_of(safety.parse_args(), other_recipe) != committed
+
+
+def test_no_two_series_of_the_safety_plot_share_colour_and_marker():
+    safety = load_script("safety_testbed/run.py", "safety_testbed_run")
+    arms = [(config.name, rate) for config in safety.CONFIGS for rate in config.rates]
+    looks = {(index % 10, marker(index, "locked" in name or "frozen" in name)) for index, (name, _) in enumerate(arms)}
+    assert len(arms) > 10 and len(looks) == len(arms)
