@@ -231,3 +231,15 @@ def test_reduced_dense_path_refuses_what_it_cannot_certify_and_select_subspace_s
     full = subspace.output_covariance(deficient, inner)
     expected = torch.linalg.eigvalsh(full).flip(0)[:rank]
     assert torch.allclose(chosen.eigenvalues, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_a_reduced_problem_with_negatives_in_its_top_r_goes_straight_to_the_full_one(monkeypatch):
+    """The Householder path would solve the same d_in-sized problem only to refuse it: not tried."""
+    d_out, d_in, rank = 12, 8, 7
+    weight = randn(d_out, d_in, seed=16)
+    inner = inner_with_output_spectrum(weight, [100.0, 60.0] + torch.linspace(-0.5, -4.0, 6).tolist(), seed=17)
+    monkeypatch.setattr(subspace, "top_eigenpairs_of_projection", lambda *args: pytest.fail("Householder path tried"))
+    chosen = subspace.dense_subspace(weight, inner, "input", rank)
+    expected = torch.linalg.eigvalsh(subspace.output_covariance(weight, inner)).flip(0)[:rank]
+    assert torch.allclose(chosen.eigenvalues, expected, atol=1e-9)
+    assert chosen.eigenvalues[2:6].abs().max() < 1e-9  # the four zeros off range(W) joined the top r
