@@ -9,6 +9,7 @@ import torch
 
 from ..collect import Site
 from ..core.covariance import SecondMoment, normalize
+from ..core.finite import all_finite
 from ..errors import NumericalError
 from ..io.covariances import CovarianceWriter, covariance_path
 from ..io.manifest_types import Role
@@ -53,6 +54,6 @@ class CovarianceSink:
 
 def finished(total: torch.Tensor, tokens: int, samples: int, normalization: str, key: str) -> torch.Tensor:
     covariance = normalize(total, tokens, samples, normalization)
-    if not bool(torch.isfinite(covariance.sum())):  # NaN and Inf reach the sum
+    if not all_finite(covariance):
         raise NumericalError(f"the covariance at {key} holds NaN or Inf; run calibration with --dtype float32.")
     return covariance.cpu()
