@@ -65,18 +65,25 @@ def test_probe_table_gives_each_measured_rate():
     assert "| CorDA KPA | 0.002 | not run yet | - |" in markdown
 
 
+def table_only_over_committed(testbed: str, files: tuple[str, ...], tmp_path, monkeypatch):
+    """Run a testbed's `--table-only` over copies of its committed results; returns its run.py
+    module and the written results.md (past the command line), checked equal to the committed one."""
+    results = EXAMPLES / testbed / "results"
+    for name in files:
+        shutil.copy(results / name, tmp_path / name)
+    script = load_script(f"{testbed}/run.py", f"{testbed}_run")
+    monkeypatch.setattr(sys, "argv", ["run.py", "--table-only", "--out", str(tmp_path)])
+    script.main()
+    written = (tmp_path / "results.md").read_text().split("\n", 2)[2]
+    assert written == (results / "results.md").read_text().split("\n", 2)[2], "the committed results.md is what --table-only prints"
+    return script, written
+
+
 def test_the_committed_safety_results_render_as_committed_and_as_the_readmes_show(tmp_path, monkeypatch, capsys):
     """--table-only over the committed safety grid gives the committed results.md, every
     configuration ran 3 seeds at its rate, and both READMEs show that very table."""
-    results = EXAMPLES / "safety_testbed" / "results"
-    for name in ("results.json", "rates.json", "aligned_eval.json"):
-        shutil.copy(results / name, tmp_path / name)
-    safety = load_script("safety_testbed/run.py", "safety_testbed_run")
-    monkeypatch.setattr(sys, "argv", ["run.py", "--table-only", "--out", str(tmp_path)])
-    safety.main()
-    written = (tmp_path / "results.md").read_text().split("\n", 2)[2]
+    safety, written = table_only_over_committed("safety_testbed", ("results.json", "rates.json", "aligned_eval.json"), tmp_path, monkeypatch)
     assert written in capsys.readouterr().out
-    assert written == (results / "results.md").read_text().split("\n", 2)[2], "the committed results.md is what --table-only prints"
     assert "not run yet" not in written and "not measured yet" not in written
     table_rows = [line for line in written.split("\n\nRate probes")[0].splitlines() if line.startswith("| ") and "+-" in line]
     arms = sum(len(config.rates) for config in safety.CONFIGS)
@@ -97,18 +104,11 @@ def test_the_frontier_plot_draws_either_testbeds_metrics(tmp_path):
         assert path.read_bytes().startswith(b"\x89PNG")
 
 
-def test_the_committed_knowledge_results_render_as_committed_and_as_the_readmes_show(tmp_path, monkeypatch, capsys):
+def test_the_committed_knowledge_results_render_as_committed_and_as_the_readmes_show(tmp_path, monkeypatch):
     """--table-only over the committed knowledge grid gives the committed results.md, every row
     has 3 seeds, and both READMEs show that very table."""
     results = EXAMPLES / "knowledge_testbed" / "results"
-    for name in ("results.json", "rates.json", "base_eval.json"):
-        shutil.copy(results / name, tmp_path / name)
-    knowledge = load_script("knowledge_testbed/run.py", "knowledge_testbed_run")
-    monkeypatch.setattr(sys, "argv", ["run.py", "--table-only", "--out", str(tmp_path)])
-    knowledge.main()
-    capsys.readouterr()
-    written = (tmp_path / "results.md").read_text().split("\n", 2)[2]
-    assert written == (results / "results.md").read_text().split("\n", 2)[2], "the committed results.md is what --table-only prints"
+    knowledge, written = table_only_over_committed("knowledge_testbed", ("results.json", "rates.json", "base_eval.json"), tmp_path, monkeypatch)
     assert (tmp_path / "frontier.png").read_bytes().startswith(b"\x89PNG")
     table_rows = [line for line in written.split("\n\nRate probes")[0].splitlines() if line.startswith("| ") and "+-" in line]
     assert len(table_rows) == len(knowledge.CONFIGS) and all(line.split(" | ")[-2] == "3" for line in table_rows)  # seeds
