@@ -136,6 +136,7 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
     tensors are read and hashed on a background thread, each tensor streams to its shard as soon
     as it is ready, and a site's covariances are read once for all the targets it serves."""
     memory.return_large_blocks_to_the_os()
+    trimmer = memory.StreamTrimmer()
     layers, source_hashes = {}, {}
     with open_covariances(calibration_dir, Role.POS) as pos, open_covariances(calibration_dir, Role.NEG) as neg, \
             StreamingWriter(out_dir, specs_of(reader), shard_bytes) as writer, ui.progress_bar(progress) as bar:
@@ -148,7 +149,7 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
                 layer = init_target(target, tensor, sites, covariances, settings, len(layers))
                 layers[target], tensor = layer, layer.w_res
             writer.add(name, tensor)
-            memory.trim()
+            trimmer.after(tensor.numel() * tensor.element_size())
             bar.update(task, advance=1, rate=target or "")
         writer.close()
     return layers, source_hashes

@@ -85,6 +85,7 @@ def refuse_non_finite(pairs: dict[str, LoraPair], adapter_dir: Path) -> None:
 def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out_dir, base_only, shard_bytes, progress) -> dict:
     """Rebuild, verify and write every tensor in checkpoint order; raise on the first mismatch."""
     memory.return_large_blocks_to_the_os()
+    trimmer = memory.StreamTrimmer()
     reader = CheckpointReader(init_dir / "residual")
     expected = init_manifest.source_tensors
     records = {}
@@ -100,7 +101,7 @@ def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out
                 pair, start = trained_pairs[module], init_pairs[module]
                 w0 = merged_weight(w0, adapter_delta(pair.b, pair.a, start.b, start.a, scale))
             writer.add(name, w0)
-            memory.trim()
+            trimmer.after(w0.numel() * w0.element_size())
             bar.update(task, advance=1, rate=module or "")
         missing = sorted(set(expected) - set(records))
         if missing:

@@ -31,3 +31,16 @@ def test_free_heap_bytes_reads_glibc_when_it_is_the_allocator():
     if libc is None or not hasattr(libc, "mallinfo2"):
         pytest.skip("not glibc >= 2.33")
     assert memory.free_heap_bytes(libc) >= 0
+
+
+def test_stream_trimmer_checks_the_heaps_once_per_stretch_of_streamed_bytes(monkeypatch):
+    libc = FakeLibc(free=memory.FREE_HEAP_TRIM_BYTES + 1)
+    monkeypatch.setattr(memory, "_libc", lambda: libc)
+    trimmer = memory.StreamTrimmer(every_bytes=100)
+    for _ in range(4):
+        trimmer.after(30)
+    assert libc.trims == 1  # after 120 bytes; the fourth tensor starts the next stretch
+    trimmer.after(70)
+    assert libc.trims == 1
+    trimmer.after(60)
+    assert libc.trims == 2
