@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy
 import torch
 
 FORMATS = ("float64", "float64-packed", "float32", "float24", "corr24", "corr16")
@@ -68,14 +69,50 @@ def pack_upper(matrix: torch.Tensor, diagonal: int = 0) -> torch.Tensor:
     return matrix.contiguous().flatten().take(upper_indices(matrix.shape[0], diagonal, matrix.device))
 
 
-def unpack_symmetric(packed: torch.Tensor, dim: int, diagonal: torch.Tensor | None = None) -> torch.Tensor:
-    """Inverse of pack_upper (float64): with `diagonal` given, `packed` holds the strict upper part."""
-    matrix = torch.zeros(dim, dim, dtype=torch.float64, device=packed.device)
-    matrix.view(-1)[upper_indices(dim, 0 if diagonal is None else 1, packed.device)] = packed.to(torch.float64)
-    matrix += matrix.triu(1).T
+@functools.lru_cache(maxsize=4)
+def upper_rows_and_columns(dim: int, diagonal: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column of each entry of pack_upper(matrix, diagonal), as index tensors."""
+    rows, columns = torch.triu_indices(dim, dim, diagonal, device=device).to(index_dtype(dim))
+    return rows, columns
+
+
+@functools.lru_cache(maxsize=4)
+def symmetric_gather_index(dim: int, diagonal: int, device: torch.device) -> torch.Tensor:
+    """For each flat position of a symmetric (dim x dim) matrix, the slot of its value in
+    pack_upper(matrix, diagonal), with (diagonal=1) the dim diagonal entries appended."""
+    rows, columns = upper_rows_and_columns(dim, diagonal, device)
+    slots = torch.empty(dim, dim, dtype=rows.dtype, device=device)
+    packed_slots = torch.arange(rows.numel(), dtype=rows.dtype, device=device)
+    slots[rows, columns] = packed_slots
+    slots[columns, rows] = packed_slots
+    if diagonal == 1:
+        slots.diagonal().copy_(torch.arange(rows.numel(), rows.numel() + dim, dtype=rows.dtype, device=device))
+    return slots.view(-1)
+
+
+def index_dtype(dim: int) -> torch.dtype:
+    return torch.int32 if dim * dim < 2**31 else torch.int64
+
+
+def symmetric_from_packed(values: torch.Tensor, dim: int, diagonal: torch.Tensor | None = None) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle is `values` (strict upper part when `diagonal`
+    is given), entries copied bit for bit."""
     if diagonal is not None:
-        matrix.diagonal().copy_(diagonal.to(torch.float64))
-    return matrix
+        values = torch.cat([values, diagonal.to(values)])
+    index = symmetric_gather_index(dim, 0 if diagonal is None else 1, values.device)
+    return values.index_select(0, index).view(dim, dim)
+
+
+def unpack_symmetric(packed: torch.Tensor, dim: int, diagonal: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse of pack_upper (float64): with `diagonal` given, `packed` holds the strict upper part.
+    A stored -0.0 comes back as +0.0, as it always has."""
+    return symmetric_from_packed(packed.to(torch.float64) + 0.0, dim, diagonal)
+
+
+def pair_products(scales: torch.Tensor) -> torch.Tensor:
+    """scales[i] * scales[j] for each entry (i, j) of the strict upper triangle, packed."""
+    rows, columns = upper_rows_and_columns(scales.numel(), 1, scales.device)
+    return scales.index_select(0, rows) * scales.index_select(0, columns)
 
 
 def encode(covariance: torch.Tensor, form: str) -> dict[str, torch.Tensor]:
@@ -105,11 +142,8 @@ def decode(parts: dict[str, torch.Tensor], dim: int, form: str) -> torch.Tensor:
         return unpack_symmetric(float24_values(main), dim)
     if form in ("corr24", "corr16"):
         diagonal = parts["diag"].to(torch.float64)
-        scales = diagonal.clamp_min(0).sqrt()
-        matrix = unpack_symmetric(dequantize_correlations(main, form), dim, torch.ones(dim, dtype=torch.float64))
-        matrix *= torch.outer(scales, scales)  # one product per pair keeps the result symmetric
-        matrix.diagonal().copy_(diagonal)
-        return matrix
+        covariances = dequantize_correlations(main, form).mul_(pair_products(diagonal.clamp_min(0).sqrt()))
+        return symmetric_from_packed(covariances, dim, diagonal)
     raise ValueError(f"unknown covariance storage form {form!r}; use one of {', '.join(FORMATS)}")
 
 
@@ -142,9 +176,29 @@ def int24_bytes(values: torch.Tensor) -> torch.Tensor:
 
 def int24_values(stored: torch.Tensor) -> torch.Tensor:
     """Inverse of int24_bytes: sign-extended int32 values."""
-    wide = stored.reshape(-1, 3).to(torch.int64)
-    values = wide[:, 0] | (wide[:, 1] << 8) | (wide[:, 2] << 16)
-    return torch.where(values >= 2**23, values - 2**24, values).to(torch.int32)
+    return int24_high_words(stored) >> 8
+
+
+def int24_high_words(stored: torch.Tensor) -> torch.Tensor:
+    """int32 words whose top three bytes are the stored entries; the low byte is not specified."""
+    if stored.device.type == "cpu":
+        return int24_words_overlapping(stored)
+    return int24_words_padded(stored)
+
+
+def int24_words_overlapping(stored: torch.Tensor) -> torch.Tensor:
+    """Each entry read as the four bytes that end with it, after one leading zero byte: no copy
+    into a wider buffer (CPU only)."""
+    data = numpy.empty(stored.numel() + 1, dtype=numpy.uint8)
+    data[0] = 0
+    data[1:] = stored.contiguous().view(-1).numpy()
+    words = numpy.ndarray((stored.numel() // 3,), dtype="<i4", buffer=data, strides=(3,))
+    return torch.from_numpy(words.astype(numpy.int32))
+
+
+def int24_words_padded(stored: torch.Tensor) -> torch.Tensor:
+    """Each entry in bytes 1..3 of a zeroed four-byte word."""
+    return torch.nn.functional.pad(stored.reshape(-1, 3), (1, 0)).view(torch.int32).view(-1)
 
 
 def float24_bytes(values: torch.Tensor) -> torch.Tensor:
@@ -156,6 +210,4 @@ def float24_bytes(values: torch.Tensor) -> torch.Tensor:
 
 def float24_values(stored: torch.Tensor) -> torch.Tensor:
     """Inverse of float24_bytes: the float32 values (low mantissa byte zero)."""
-    bits = int24_values(stored).to(torch.int64) << 8
-    bits = torch.where(bits >= 2**31, bits - 2**32, bits)
-    return bits.to(torch.int32).view(torch.float32)
+    return (int24_high_words(stored) & -256).view(torch.float32)

@@ -13,10 +13,12 @@ flat order, with ESCAPE where the step does not fit (those go to a separate int6
 
 from __future__ import annotations
 
+import itertools
 import lzma
 import struct
 import zlib
 
+import numpy
 import torch
 
 ESCAPE = -128
@@ -52,16 +54,26 @@ def gap_groups(gaps: torch.Tensor) -> torch.Tensor:
     return gaps.clamp(1, GAP_GROUPS).to(torch.int8)
 
 
+def group_order(gaps: torch.Tensor) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """The entries' positions grouped by gap group, each group in flat order, and where each
+    group starts in that order (GAP_GROUPS + 1 bounds)."""
+    groups = gap_groups(gaps).reshape(-1).cpu().numpy()
+    order = numpy.argsort(groups, kind="stable")
+    bounds = numpy.searchsorted(groups[order], numpy.arange(1, GAP_GROUPS + 2, dtype=numpy.int8))
+    return order, bounds
+
+
 def encode(stream: torch.Tensor, gaps: torch.Tensor, codec: str = ZLIB_BY_GAP) -> bytes:
     """The int8 stream as bytes; `gaps` (one per entry) is what the decoder will recompute."""
     if codec == LZMA_INT8:
         return lzma.compress(stream.numpy().tobytes(), preset=6)
     if codec != ZLIB_BY_GAP:
         raise ValueError(f"unknown correction codec {codec!r}")
-    groups = gap_groups(gaps)
+    order, bounds = group_order(gaps)
+    ordered = stream.numpy()[order]
     parts = []
-    for group in range(1, GAP_GROUPS + 1):
-        section = huffman(stream[groups == group].numpy().tobytes())
+    for start, end in itertools.pairwise(bounds):
+        section = huffman(ordered[start:end].tobytes())
         parts += [LENGTH.pack(len(section)), section]
     return b"".join(parts)
 
@@ -76,17 +88,19 @@ def decode(blob: bytes, gaps: torch.Tensor, codec: str) -> torch.Tensor:
         return torch.frombuffer(bytearray(raw), dtype=torch.int8) if count else torch.zeros(0, dtype=torch.int8)
     if codec != ZLIB_BY_GAP:
         raise ValueError(f"unknown correction codec {codec!r}; this sclora is too old to read it")
-    groups, stream, offset = gap_groups(gaps), torch.empty(count, dtype=torch.int8), 0
+    order, bounds = group_order(gaps)
+    sections, offset = [], 0
     for group in range(1, GAP_GROUPS + 1):
         raw, offset = section_at(blob, offset)
-        where = groups == group
-        if len(raw) != int(where.sum()):
-            raise ValueError(f"correction stream of binade gap {group} holds {len(raw)} entries, the weights need {int(where.sum())}")
-        if raw:
-            stream[where] = torch.frombuffer(bytearray(raw), dtype=torch.int8)
+        needed = int(bounds[group] - bounds[group - 1])
+        if len(raw) != needed:
+            raise ValueError(f"correction stream of binade gap {group} holds {len(raw)} entries, the weights need {needed}")
+        sections.append(raw)
     if offset != len(blob):
         raise ValueError("correction stream has trailing bytes")
-    return stream
+    stream = numpy.empty(count, dtype=numpy.int8)
+    stream[order] = numpy.frombuffer(b"".join(sections), dtype=numpy.int8)
+    return torch.from_numpy(stream)
 
 
 def section_at(blob: bytes, offset: int) -> tuple[bytes, int]:
