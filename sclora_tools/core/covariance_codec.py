@@ -69,14 +69,30 @@ def pack_upper(matrix: torch.Tensor, diagonal: int = 0) -> torch.Tensor:
     return matrix.contiguous().flatten().take(upper_indices(matrix.shape[0], diagonal, matrix.device))
 
 
-@functools.lru_cache(maxsize=4)
+CACHED_INDEX_DIM = 8192  # the decode indices take 8 dim^2 bytes: 0.5 GB at 8192, rebuilt per call above
+
+
+def cached_up_to_dim(function):
+    """Memoise an index builder of (dim, ...) for dims up to CACHED_INDEX_DIM (two dims at a time);
+    larger ones (an input-side 28672 at 70B: 6.6 GB of indices) are rebuilt on each call."""
+    cached = functools.lru_cache(maxsize=2)(function)
+
+    @functools.wraps(function)
+    def build(dim: int, *args):
+        return cached(dim, *args) if dim <= CACHED_INDEX_DIM else function(dim, *args)
+
+    build.cache = cached
+    return build
+
+
+@cached_up_to_dim
 def upper_rows_and_columns(dim: int, diagonal: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column of each entry of pack_upper(matrix, diagonal), as index tensors."""
     rows, columns = torch.triu_indices(dim, dim, diagonal, device=device).to(index_dtype(dim))
     return rows, columns
 
 
-@functools.lru_cache(maxsize=4)
+@cached_up_to_dim
 def symmetric_gather_index(dim: int, diagonal: int, device: torch.device) -> torch.Tensor:
     """For each flat position of a symmetric (dim x dim) matrix, the slot of its value in
     pack_upper(matrix, diagonal), with (diagonal=1) the dim diagonal entries appended."""

@@ -208,3 +208,14 @@ def test_every_int24_word_layout_sign_extends_like_the_simple_definition():
     assert torch.equal(codec.int24_words_padded(stored) >> 8, expected)  # the path off the CPU
     assert torch.equal(codec.float24_values(stored).view(torch.int32), ref_float24_values(stored).view(torch.int32))
     assert torch.equal(codec.int24_values(stored[:0]), torch.zeros(0, dtype=torch.int32))
+
+
+def test_indices_past_the_cached_size_are_rebuilt_and_give_the_same_matrix(monkeypatch):
+    matrix = edge_covariance(7, seed=5)
+    parts = codec.encode(matrix, "corr24")
+    expected = ref_decode(parts, 7, "corr24")
+    for limit, kept in ((6, 0), (7, 1)):
+        codec.symmetric_gather_index.cache.cache_clear()
+        monkeypatch.setattr(codec, "CACHED_INDEX_DIM", limit)
+        assert same_bits(codec.decode(parts, 7, "corr24"), expected)
+        assert codec.symmetric_gather_index.cache.cache_info().currsize == kept
