@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -21,8 +23,13 @@ def sha256_file(path: Path) -> str:
 
 def sha256_tensor(tensor: torch.Tensor) -> str:
     """sha256 of the tensor's raw little-endian bytes in its own dtype (as safetensors stores them)."""
+    return hashlib.sha256(tensor_bytes(tensor)).hexdigest()
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's raw bytes without a copy where it is already a contiguous CPU tensor."""
     flat = tensor.detach().contiguous().reshape(-1).cpu()
-    return hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()
+    return memoryview(flat.view(torch.uint8).numpy())
 
 
 def sha256_texts(texts: Iterable[str]) -> str:
@@ -33,3 +40,24 @@ def sha256_texts(texts: Iterable[str]) -> str:
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
     return digest.hexdigest()
+
+
+class BackgroundSha256:
+    """sha256 of byte chunks fed in order, computed on a worker thread (hashlib releases the GIL
+    on large buffers), so a writer hashes what it writes while the stage computes the next
+    tensor. At most `backlog` chunks wait; each is kept alive until hashed."""
+
+    def __init__(self, pool: ThreadPoolExecutor, backlog: int = 2) -> None:
+        self.pool, self.backlog = pool, backlog
+        self.digest = hashlib.sha256()
+        self.pending: deque[Future] = deque()
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self.pending.append(self.pool.submit(self.digest.update, chunk))
+        while len(self.pending) > self.backlog:
+            self.pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        while self.pending:
+            self.pending.popleft().result()
+        return self.digest.hexdigest()

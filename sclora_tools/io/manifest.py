@@ -158,20 +158,21 @@ def recording_stage(record: dict) -> Iterator[None]:
         RUNNING_STAGE.reset(token)
 
 
-def file_hashes(directory: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:
-    """sha256 of every file below `directory` except the manifest (and `exclude` prefixes)."""
-    directory = Path(directory)
+def file_hashes(directory: Path, exclude: tuple[str, ...] = (), known: Mapping[Path, str] | None = None) -> dict[str, str]:
+    """sha256 of every file below `directory` except the manifest (and `exclude` prefixes);
+    `known` gives the hashes of files the stage hashed as it wrote them (by resolved path)."""
+    directory, known = Path(directory), known or {}
     hashes = {}
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory).as_posix()
         if path.is_file() and relative != MANIFEST and not relative.startswith(exclude):
-            hashes[relative] = sha256_file(path)
+            hashes[relative] = known.get(path.resolve()) or sha256_file(path)
     return hashes
 
 
-def write_manifest(directory: Path, manifest: dict, exclude: tuple[str, ...] = ()) -> dict:
+def write_manifest(directory: Path, manifest: dict, exclude: tuple[str, ...] = (), known: Mapping[Path, str] | None = None) -> dict:
     """Record the hashes of the files in `directory`, then write manifest.json last."""
-    manifest = {**manifest, "files": file_hashes(directory, exclude)}
+    manifest = {**manifest, "files": file_hashes(directory, exclude, known)}
     write_json(Path(directory) / MANIFEST, manifest)
     return manifest
 

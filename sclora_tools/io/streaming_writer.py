@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from safetensors import safe_open
 
 from .checkpoint import SAFETENSORS_DTYPES, finish_shards
+from .hashing import BackgroundSha256, tensor_bytes
 
 DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
@@ -61,7 +63,9 @@ def header_bytes(shard: list[TensorSpec], metadata: dict[str, str]) -> bytes:
 
 
 class StreamingWriter:
-    """add() tensors in exactly the planned order; close() renames the shards into place."""
+    """add() tensors in exactly the planned order; close() renames the shards into place.
+    Each shard is hashed as it is written (on a worker thread): `file_hashes` holds the final
+    paths' sha256 after close(), so the manifest need not read the shards back."""
 
     def __init__(self, out_dir: Path, specs: list[TensorSpec], max_shard_bytes: int, stem: str = "model",
                  metadata: dict[str, str] | None = None) -> None:
@@ -71,13 +75,17 @@ class StreamingWriter:
         self.shards = plan_shards(specs, max_shard_bytes)
         self.temporary = [self.out_dir / f".{stem}.part{i:05d}.tmp" for i in range(len(self.shards))]
         self.shard, self.position, self.handle = -1, 0, None
+        self.hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sclora-hash")
+        self.digests: list[BackgroundSha256] = []
+        self.file_hashes: dict[Path, str] = {}
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         spec = self.next_spec()
         if (name, tensor.dtype, tuple(tensor.shape)) != (spec.name, spec.dtype, spec.shape):
             raise ValueError(f"expected {spec.name} {spec.dtype} {list(spec.shape)} next, got {name} {tensor.dtype} {list(tensor.shape)}")
-        data = tensor.detach().contiguous().cpu().reshape(-1)
-        self.handle.write(memoryview(data.view(torch.uint8).numpy()))
+        data = tensor_bytes(tensor)
+        self.handle.write(data)
+        self.digests[-1].update(data)
         self.position += 1
 
     def next_spec(self) -> TensorSpec:
@@ -92,7 +100,10 @@ class StreamingWriter:
         if self.shard >= len(self.shards):
             raise ValueError("more tensors added than planned")
         self.handle = open(self.temporary[self.shard], "wb")  # noqa: SIM115 - one shard open at a time, closed on the next or in close()
-        self.handle.write(header_bytes(self.shards[self.shard], self.metadata))
+        header = header_bytes(self.shards[self.shard], self.metadata)
+        self.handle.write(header)
+        self.digests.append(BackgroundSha256(self.hash_pool))
+        self.digests[-1].update(header)
 
     def close(self) -> list[Path]:
         """Check that every planned tensor came, then rename into place (and write the index)."""
@@ -101,13 +112,18 @@ class StreamingWriter:
         if self.shard != len(self.shards) - 1 or (self.shards and self.position != len(self.shards[-1])):
             raise ValueError("the checkpoint is incomplete: fewer tensors added than planned")
         written = [(path, [spec.name for spec in shard]) for path, shard in zip(self.temporary, self.shards, strict=True)]
-        return finish_shards(self.out_dir, self.stem, written, sum(spec.nbytes for shard in self.shards for spec in shard))
+        digests = [digest.hexdigest() for digest in self.digests]
+        self.hash_pool.shutdown()
+        finals = finish_shards(self.out_dir, self.stem, written, sum(spec.nbytes for shard in self.shards for spec in shard))
+        self.file_hashes = {path.resolve(): digest for path, digest in zip(finals, digests, strict=True)}
+        return finals
 
     def abort(self) -> None:
         """Close and delete whatever was written (after an error)."""
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+        self.hash_pool.shutdown(cancel_futures=True)
         for path in self.temporary:
             if path.exists():
                 os.unlink(path)

@@ -58,7 +58,7 @@ def init(
     if method == "sclora":
         warn_unstable_beta(calibration, reader, sites.subspace, beta)
     with staged_directory(Path(output_dir), "init") as staging:
-        layers, source_hashes = write_residual(reader, calibration_dir, sites, settings, staging / "residual", shard_bytes, progress)
+        layers, source_hashes, written = write_residual(reader, calibration_dir, sites, settings, staging / "residual", shard_bytes, progress)
         copy_model_files(model_dir, staging / "residual")
         pairs = {name: LoraPair(a=layer.a, b=layer.b) for name, layer in layers.items()}
         write_adapter(staging / "adapter", pairs, settings.rank, settings.alpha, calibration.model.id)
@@ -76,7 +76,7 @@ def init(
             layers={name: layer.diagnostics for name, layer in layers.items()},
             summary=totals(layers, time.time() - started),
         )
-        manifest = write_manifest(staging, manifest)
+        manifest = write_manifest(staging, manifest, known=written)
     typed = Manifest.from_dict(manifest)
     warn_degenerate_null_space(typed)
     report(typed, Path(output_dir))
@@ -152,7 +152,7 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
             trimmer.after(tensor.numel() * tensor.element_size())
             bar.update(task, advance=1, rate=target or "")
         writer.close()
-    return layers, source_hashes
+    return layers, source_hashes, writer.file_hashes
 
 
 class CovarianceCache:

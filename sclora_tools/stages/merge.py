@@ -56,7 +56,7 @@ def merge(
     target = Path(rebuild_base) if rebuild_base is not None else Path(output_dir)
     model_subdir = "base" if rebuild_base is not None else "merged"
     with staged_directory(target, "merge") as staging:
-        records = stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale,
+        records, written = stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale,
                                 staging / model_subdir, rebuild_base is not None, shard_bytes, progress)
         copy_model_files(init_dir / "residual", staging / model_subdir)
         if rebuild_base is None:
@@ -70,7 +70,7 @@ def merge(
             verification=verification_record(records, init_manifest).to_dict(),
             summary={"seconds": round(time.time() - started, 2), "tensors": len(records)},
         )
-        result = write_manifest(staging, result)
+        result = write_manifest(staging, result, known=written)
     report(Manifest.from_dict(result), target)
     return result
 
@@ -82,8 +82,9 @@ def refuse_non_finite(pairs: dict[str, LoraPair], adapter_dir: Path) -> None:
                                  "train again with a lower --lr, nothing was merged.")
 
 
-def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out_dir, base_only, shard_bytes, progress) -> dict:
-    """Rebuild, verify and write every tensor in checkpoint order; raise on the first mismatch."""
+def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out_dir, base_only, shard_bytes, progress) -> tuple[dict, dict]:
+    """Rebuild, verify and write every tensor in checkpoint order; raise on the first mismatch.
+    Returns the tensors' records and the written shards' sha256."""
     memory.return_large_blocks_to_the_os()
     trimmer = memory.StreamTrimmer()
     reader = CheckpointReader(init_dir / "residual")
@@ -107,7 +108,7 @@ def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out
         if missing:
             raise VerificationError(f"the residual model lacks {len(missing)} tensors of the source (e.g. {missing[0]}); re-run init.")
         writer.close()
-    return records
+    return records, writer.file_hashes
 
 
 def rebuild_target(w_res: torch.Tensor, pair: LoraPair, corrections, module: str, scale: float) -> torch.Tensor:

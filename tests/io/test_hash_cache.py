@@ -4,7 +4,9 @@ import time
 
 import pytest
 
+from sclora_tools.errors import VerificationError
 from sclora_tools.io import hash_cache
+from sclora_tools.io.manifest import Manifest, new_manifest, verify_files, write_manifest
 
 
 @pytest.fixture
@@ -92,9 +94,6 @@ def test_the_environment_names_the_cache_file(tmp_path, monkeypatch):
 
 
 def test_verify_files_reuses_remembered_hashes_and_still_sees_a_change(tmp_path, counted, monkeypatch):
-    from sclora_tools.errors import VerificationError
-    from sclora_tools.io.manifest import Manifest, new_manifest, verify_files, write_manifest
-
     monkeypatch.setenv(hash_cache.ENVIRONMENT, str(tmp_path / "hashes.json"))
     artefact = tmp_path / "artefact"
     artefact.mkdir()

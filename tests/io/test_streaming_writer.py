@@ -4,15 +4,18 @@ of plan, and the prefetched reader yields every tensor and its sha256 in order."
 
 from __future__ import annotations
 
+import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from sclora_tools.io import manifest as manifests
 from sclora_tools.io.checkpoint import CheckpointReader, ShardedWriter
-from sclora_tools.io.hashing import sha256_tensor
+from sclora_tools.io.hashing import BackgroundSha256, sha256_file, sha256_tensor
 from sclora_tools.io.prefetch import prefetched
 from sclora_tools.io.streaming_writer import StreamingWriter, TensorSpec, specs_of
 
@@ -92,3 +95,42 @@ def test_prefetched_reads_every_tensor_with_its_hash_in_order(tmp_path):
     partial = prefetched(reader, depth=3)
     assert next(partial)[0] == reader.names[0]
     partial.close()
+
+
+@pytest.mark.parametrize("shard_bytes", [10**9, 2000])
+def test_each_shard_is_hashed_as_written_to_the_sha256_of_its_file(tmp_path, shard_bytes):
+    data = tensors()
+    specs = [TensorSpec(name, t.dtype, tuple(t.shape)) for name, t in data.items()]
+    with StreamingWriter(tmp_path / "streamed", specs, shard_bytes) as writer:
+        for name, tensor in data.items():
+            writer.add(name, tensor)
+        finals = writer.close()
+    assert sorted(writer.file_hashes) == sorted(path.resolve() for path in finals)
+    assert writer.file_hashes == {path.resolve(): sha256_file(path) for path in finals}
+
+
+def test_a_manifest_takes_known_hashes_and_reads_every_other_file(tmp_path, monkeypatch):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "config.json").write_text("{}")
+    read = []
+    monkeypatch.setattr(manifests, "sha256_file", lambda path: read.append(path.name) or sha256_file(path))
+    known = {(tmp_path / "model.safetensors").resolve(): "a" * 64}
+    written = manifests.write_manifest(tmp_path, manifests.new_manifest("init"), known=known)
+    assert written["files"] == {"config.json": sha256_file(tmp_path / "config.json"), "model.safetensors": "a" * 64}
+    assert read == ["config.json"]
+
+
+def test_background_sha256_equals_hashlib_over_the_same_chunks_in_order():
+    chunks = [bytes([i]) * (1000 + 37 * i) for i in range(20)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        background = BackgroundSha256(pool, backlog=3)
+        for chunk in chunks:
+            background.update(memoryview(chunk))
+        assert background.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_tensor_hash_is_the_hash_of_its_stored_bytes():
+    for tensor in tensors().values():
+        for view in (tensor, tensor.T if tensor.dim() == 2 else tensor):
+            stored = view.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            assert sha256_tensor(view) == hashlib.sha256(stored).hexdigest()
