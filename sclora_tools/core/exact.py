@@ -166,11 +166,13 @@ def ordered_int(t: torch.Tensor) -> torch.Tensor:
 
 
 def from_ordered_int(ordered: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The inverse of ordered_int: a negative value -m - 1 gets its magnitude bits flipped back
+    and the sign bit set, then the low bits are kept (what any out-of-range value gives too)."""
     size = torch.empty(0, dtype=dtype).element_size()
     sign_bit = 1 << (size * 8 - 1)
-    bits = torch.where(ordered >= 0, ordered, (-(ordered + 1)) | sign_bit)
-    wrapped = torch.where(bits >= sign_bit, bits - 2 * sign_bit, bits)
-    return wrapped.to(INT_FOR_SIZE[size]).view(dtype)
+    negative = ordered >> 63
+    bits = (ordered ^ (negative & (sign_bit - 1))) | (negative & sign_bit)
+    return bits.to(INT_FOR_SIZE[size]).view(dtype)
 
 
 def spacing(t: torch.Tensor) -> torch.Tensor:
@@ -191,20 +193,25 @@ def exponent_field(t: torch.Tensor) -> torch.Tensor:
     return exponent_bits(t) >> FORMATS[t.dtype][0]
 
 
-def binade_keys(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per entry, an integer that orders spacing(t) (max(exponent field, 1); the largest finite
-    value, whose spacing is infinite, above all) and whether t is finite. Integer ops only."""
+def magnitude_bits(t: torch.Tensor) -> torch.Tensor:
+    return bit_view(t) & (2 ** (t.element_size() * 8 - 1) - 1)
+
+
+def binade_key(t: torch.Tensor) -> torch.Tensor:
+    """Per entry, an integer that orders spacing(t): max(exponent field, 1), one more for the
+    largest finite value (whose spacing is infinite: the next number up is inf). Integer ops."""
     significand_bits, largest = FORMATS[t.dtype]
-    magnitude = bit_view(t) & (2 ** (t.element_size() * 8 - 1) - 1)
-    exponent = magnitude >> significand_bits
-    top = (largest >> significand_bits) + 1
-    keys = torch.where(magnitude == largest, torch.full_like(exponent, top), exponent.clamp_min(1))
-    return keys, exponent < top
+    magnitude = magnitude_bits(t)
+    return (magnitude >> significand_bits).clamp_min_(1) + (magnitude == largest)
+
+
+def finite_entries(t: torch.Tensor) -> torch.Tensor:
+    return magnitude_bits(t) <= FORMATS[t.dtype][1]
 
 
 def binade_gaps(w_res: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """How many binades W_res lies above the rebuilt value (int32; the step codec's groups)."""
-    return binade_keys(w_res)[0].to(torch.int32) - binade_keys(dense)[0].to(torch.int32)
+    return binade_key(w_res).to(torch.int32) - binade_key(dense).to(torch.int32)
 
 
 def largest_entry(t: torch.Tensor) -> int:
@@ -235,8 +242,7 @@ def coarse_entries(w_res: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     significand_bits, largest = FORMATS[w_res.dtype]
     exponents_res = exponent_bits(w_res)
     if largest_entry(exponents_res) >= (largest >> significand_bits) << significand_bits:
-        (keys_res, finite_res), (keys_dense, finite_dense) = binade_keys(w_res), binade_keys(dense)
-        return (keys_res > keys_dense) & finite_res & finite_dense
+        return (binade_key(w_res) > binade_key(dense)) & finite_entries(w_res) & finite_entries(dense)
     return exponents_res > exponent_bits(dense).clamp_min_(1 << significand_bits)
 
 

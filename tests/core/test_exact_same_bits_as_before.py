@@ -325,3 +325,15 @@ def test_ordered_int_and_coarse_positions_equal_the_old_ones_on_every_bit_patter
         where, gaps = exact.coarse_positions(w_res, dense)
         assert torch.equal(where, keys.coarse.nonzero().squeeze(1))
         assert torch.equal(gaps, keys.gaps(where))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_from_ordered_int_equals_the_old_one_in_and_out_of_range(dtype):
+    width = torch.empty(0, dtype=dtype).element_size() * 8
+    inside = torch.randint(-(2 ** (width - 1)), 2 ** (width - 1), (100000,), generator=gen(19), dtype=torch.int64)
+    edges = torch.tensor([0, -1, 2 ** (width - 1) - 1, -(2 ** (width - 1)), 2 ** (width - 1), -(2 ** (width - 1)) - 1,
+                          2 ** 62, -(2 ** 62), 2 ** 63 - 1, -(2 ** 63)])
+    outside = torch.randint(-(2 ** 62), 2 ** 62, (100000,), generator=gen(20), dtype=torch.int64)
+    for ordered in (inside, edges, outside):
+        assert torch.equal(bits(exact.from_ordered_int(ordered, dtype)), bits(old_from_ordered_int(ordered, dtype)))
+    assert torch.equal(exact.ordered_int(exact.from_ordered_int(inside, dtype)), inside)
