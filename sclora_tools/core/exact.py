@@ -170,6 +170,7 @@ def from_ordered_int(ordered: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     and the sign bit set, then the low bits are kept (what any out-of-range value gives too)."""
     size = torch.empty(0, dtype=dtype).element_size()
     sign_bit = 1 << (size * 8 - 1)
+    ordered = ordered.to(torch.int64)
     negative = ordered >> 63
     bits = (ordered ^ (negative & (sign_bit - 1))) | (negative & sign_bit)
     return bits.to(INT_FOR_SIZE[size]).view(dtype)
@@ -271,34 +272,32 @@ def rounded_sum(w: torch.Tensor, p: torch.Tensor, dtype: torch.dtype, sign: floa
 
 @dataclass
 class Block:
-    """One flat block's residual choice: W_res, the dense rebuild from it, the entries whose
-    rebuild misses W0, and the coarse set."""
+    """One flat block's residual choice: W_res, the dense rebuild from it, the coarse set, and
+    the flat positions of the entries outside it whose rebuild still misses W0."""
 
     w_res: torch.Tensor
     dense: torch.Tensor
-    missed: torch.Tensor
     coarse: torch.Tensor
-
-    def missed_outside_coarse(self) -> torch.Tensor:
-        return self.missed > self.coarse  # bools: missed & ~coarse in one pass
+    outside: torch.Tensor
 
 
 def choose_block(weight: torch.Tensor, product: torch.Tensor) -> Block:
     """W_res for one flat block (module docstring, step 3), the dense rebuild from it, the
-    entries that still miss, and the coarse set."""
+    coarse set, and the misses outside it that no nudge fixes."""
     w_res = rounded_sum(weight, product, weight.dtype, sign=-1.0)
     dense = rounded_sum(w_res, product, weight.dtype)
-    missed = bit_view(dense) != bit_view(weight)
-    block = Block(w_res=w_res, dense=dense, missed=missed, coarse=coarse_entries(w_res, dense))
-    fixable = block.missed_outside_coarse()
+    coarse = coarse_entries(w_res, dense)
+    block = Block(w_res=w_res, dense=dense, coarse=coarse, outside=torch.zeros(0, dtype=torch.int64, device=weight.device))
+    fixable = (bit_view(dense) != bit_view(weight)) > coarse  # bools: missed & ~coarse in one pass
     if any_true(fixable):
         where = flat_nonzero(fixable)
-        nudge_into(block, where, weight[where], product[where])
+        block.outside = nudge_into(block, where, weight[where], product[where])
     return block
 
 
-def nudge_into(block: Block, where: torch.Tensor, target: torch.Tensor, part: torch.Tensor) -> None:
-    """Move W_res at `where` to the first of NUDGE_STEPS whose rebuild hits W0, in place."""
+def nudge_into(block: Block, where: torch.Tensor, target: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """Move W_res at `where` to the first of NUDGE_STEPS whose rebuild hits W0, in place;
+    returns the positions where none does (they keep their W_res, dense value and coarse flag)."""
     start = block.w_res[where]
     chosen, open_ = start, torch.ones(where.numel(), dtype=torch.bool, device=where.device)
     for steps in NUDGE_STEPS:
@@ -307,8 +306,9 @@ def nudge_into(block: Block, where: torch.Tensor, target: torch.Tensor, part: to
         chosen = torch.where(hit, candidate, chosen)
         open_ &= ~hit
     dense = torch.where(open_, block.dense[where], target)
-    block.w_res[where], block.dense[where], block.missed[where] = chosen, dense, open_
+    block.w_res[where], block.dense[where] = chosen, dense
     block.coarse[where] = coarse_entries(chosen, dense)
+    return where[open_]
 
 
 def row_blocks(rows: int, columns: int) -> list[tuple[int, int]]:
@@ -341,9 +341,7 @@ def encode_block(weight: torch.Tensor, product: torch.Tensor, w_res_out: torch.T
     where = flat_nonzero(block.coarse)
     dense = block.dense[where]
     steps = ordered_int(weight[where]) - ordered_int(dense)
-    outside = block.missed_outside_coarse()
-    return EncodedBlock(steps=steps, gaps=binade_gaps(block.w_res[where], dense),
-                        outside=flat_nonzero(outside) if any_true(outside) else where[:0])
+    return EncodedBlock(steps=steps, gaps=binade_gaps(block.w_res[where], dense), outside=block.outside)
 
 
 def residual_and_correction(weight: torch.Tensor, product: torch.Tensor,
