@@ -28,8 +28,10 @@ The scheme (SPEC section 3):
 
 Speed: the elementwise work runs in row blocks of about a million entries (cache-sized, and
 memory stays flat whatever the layer's size), float64 intermediates are never materialised
-for a whole tensor, the grid comparison reads exponent bits instead of computing spacings, and
-only the few missed or coarse entries are touched a second time.
+for a whole tensor, the grid comparison masks exponent bits in place instead of computing
+spacings, only the few missed or coarse entries are touched a second time (their positions
+found in one scan, their binade gaps computed there alone), and an empty set is seen with one
+reduction instead of a scan.
 """
 
 from __future__ import annotations
@@ -156,18 +158,22 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def ordered_int(t: torch.Tensor) -> torch.Tensor:
     """Map floats to int64 monotonically and bijectively (-0.0 -> -1, +0.0 -> 0): the difference
-    of two values is the number of representable steps between them."""
-    bits = bit_view(t).to(torch.int64)
-    magnitude_mask = (1 << (t.element_size() * 8 - 1)) - 1
-    return torch.where(bits >= 0, bits, -(bits & magnitude_mask) - 1)
+    of two values is the number of representable steps between them. A negative pattern
+    (sign | m) becomes -m - 1 by flipping its magnitude bits, in t's own width."""
+    bits = bit_view(t)
+    width = t.element_size() * 8
+    return (bits ^ ((bits >> (width - 1)) & ((1 << (width - 1)) - 1))).to(torch.int64)
 
 
 def from_ordered_int(ordered: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The inverse of ordered_int: a negative value -m - 1 gets its magnitude bits flipped back
+    and the sign bit set, then the low bits are kept (what any out-of-range value gives too)."""
     size = torch.empty(0, dtype=dtype).element_size()
     sign_bit = 1 << (size * 8 - 1)
-    bits = torch.where(ordered >= 0, ordered, (-(ordered + 1)) | sign_bit)
-    wrapped = torch.where(bits >= sign_bit, bits - 2 * sign_bit, bits)
-    return wrapped.to(INT_FOR_SIZE[size]).view(dtype)
+    ordered = ordered.to(torch.int64)
+    negative = ordered >> 63
+    bits = (ordered ^ (negative & (sign_bit - 1))) | (negative & sign_bit)
+    return bits.to(INT_FOR_SIZE[size]).view(dtype)
 
 
 def spacing(t: torch.Tensor) -> torch.Tensor:
@@ -176,61 +182,77 @@ def spacing(t: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(magnitude, torch.full_like(magnitude, math.inf)).to(torch.float64) - magnitude.to(torch.float64)
 
 
+def exponent_bits(t: torch.Tensor) -> torch.Tensor:
+    """Each entry's exponent bits in place, sign and significand cleared: the biased exponent
+    times 2^significand_bits (integer tensor of t's width, never negative)."""
+    significand_bits, largest = FORMATS[t.dtype]
+    return bit_view(t) & (((largest >> significand_bits) + 1) << significand_bits)
+
+
 def exponent_field(t: torch.Tensor) -> torch.Tensor:
     """The biased exponent bits of each entry (integer tensor of t's width)."""
-    significand_bits, _ = FORMATS[t.dtype]
-    return (bit_view(t) & (2 ** (t.element_size() * 8 - 1) - 1)) >> significand_bits
+    return exponent_bits(t) >> FORMATS[t.dtype][0]
 
 
-def binade_keys(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per entry, an integer that orders spacing(t) (max(exponent field, 1); the largest finite
-    value, whose spacing is infinite, above all) and whether t is finite. Integer ops only."""
+def magnitude_bits(t: torch.Tensor) -> torch.Tensor:
+    return bit_view(t) & (2 ** (t.element_size() * 8 - 1) - 1)
+
+
+def binade_key(t: torch.Tensor) -> torch.Tensor:
+    """Per entry, an integer that orders spacing(t): max(exponent field, 1), one more for the
+    largest finite value (whose spacing is infinite: the next number up is inf). Integer ops."""
     significand_bits, largest = FORMATS[t.dtype]
-    magnitude = bit_view(t) & (2 ** (t.element_size() * 8 - 1) - 1)
-    exponent = magnitude >> significand_bits
-    top = (largest >> significand_bits) + 1
-    keys = torch.where(magnitude == largest, torch.full_like(exponent, top), exponent.clamp_min(1))
-    return keys, exponent < top
+    magnitude = magnitude_bits(t)
+    return (magnitude >> significand_bits).clamp_min_(1) + (magnitude == largest)
 
 
-@dataclass
-class BinadeKeys:
-    """Per entry: whether it is coarse (spacing(w_res) > spacing(dense)), and the integer keys
-    that order each side's spacing, from which the binade gap of any entry follows."""
-
-    coarse: torch.Tensor
-    res: torch.Tensor
-    dense: torch.Tensor
-
-    def gaps(self, where: torch.Tensor) -> torch.Tensor:
-        return self.res[where].to(torch.int32) - self.dense[where].to(torch.int32)
+def finite_entries(t: torch.Tensor) -> torch.Tensor:
+    return magnitude_bits(t) <= FORMATS[t.dtype][1]
 
 
-def coarse_keys(w_res: torch.Tensor, dense: torch.Tensor) -> BinadeKeys:
-    """Entries in the top binade (whose spacing may be infinite) or not finite take the careful
-    path; the rest compare max(exponent, 1) directly."""
-    top_binade = (FORMATS[w_res.dtype][1] >> FORMATS[w_res.dtype][0])
-    exponents_res, exponents_dense = exponent_field(w_res), exponent_field(dense)
-    if bool((exponents_res >= top_binade).any()) or bool((exponents_dense >= top_binade).any()):
-        (keys_res, finite_res), (keys_dense, finite_dense) = binade_keys(w_res), binade_keys(dense)
-        return BinadeKeys((keys_res > keys_dense) & finite_res & finite_dense, keys_res, keys_dense)
-    keys_res, keys_dense = exponents_res.clamp_min(1), exponents_dense.clamp_min(1)
-    return BinadeKeys(keys_res > keys_dense, keys_res, keys_dense)
+def binade_gaps(w_res: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """How many binades W_res lies above the rebuilt value (int32; the step codec's groups)."""
+    return binade_key(w_res).to(torch.int32) - binade_key(dense).to(torch.int32)
+
+
+def largest_entry(t: torch.Tensor) -> int:
+    return int(t.max()) if t.numel() else 0
+
+
+def any_true(mask: torch.Tensor) -> bool:
+    """mask.any(), read as bytes: one max() reduction, far cheaper than any() on a bool tensor."""
+    return largest_entry(mask.view(torch.uint8)) > 0
+
+
+def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """int64 positions of the True entries of a flat mask; on CPU through numpy, whose scan is
+    several times faster than torch's nonzero."""
+    if mask.device.type != "cpu":
+        return mask.nonzero().squeeze(1)
+    return torch.from_numpy(mask.numpy().nonzero()[0]).to(torch.int64)
 
 
 def coarse_entries(w_res: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """Entries where W_res's grid is coarser than the rebuilt value's: the only ones where
     to_dtype(W_res + P) can miss W0 for every choice of W_res. Computable by the decoder.
-    Equals spacing(w_res) > spacing(dense), computed from exponent bits."""
-    return coarse_keys(w_res, dense).coarse
+    Equals spacing(w_res) > spacing(dense). While every W_res lies below the top binade that
+    is max(e_res, 1) > max(e_dense, 1), i.e. e_res > max(e_dense, 1), compared on the exponent
+    bits in place: a dense value in the top binade, or not finite, has e_dense >= that binade >
+    e_res, as the careful path says too. A W_res there (spacing maybe infinite) or not finite
+    takes the careful path."""
+    significand_bits, largest = FORMATS[w_res.dtype]
+    exponents_res = exponent_bits(w_res)
+    if largest_entry(exponents_res) >= (largest >> significand_bits) << significand_bits:
+        return (binade_key(w_res) > binade_key(dense)) & finite_entries(w_res) & finite_entries(dense)
+    return exponents_res > exponent_bits(dense).clamp_min_(1 << significand_bits)
 
 
 def coarse_positions(w_res: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions of the coarse entries and, for each, how many binades W_res lies above the
     rebuilt value (the step codec's groups)."""
-    keys = coarse_keys(w_res.reshape(-1), dense.reshape(-1))
-    where = keys.coarse.nonzero().squeeze(1)
-    return where, keys.gaps(where)
+    w_res, dense = w_res.reshape(-1), dense.reshape(-1)
+    where = flat_nonzero(coarse_entries(w_res, dense))
+    return where, binade_gaps(w_res[where], dense[where])
 
 
 def nudge(values: torch.Tensor, steps: int) -> torch.Tensor:
@@ -250,41 +272,43 @@ def rounded_sum(w: torch.Tensor, p: torch.Tensor, dtype: torch.dtype, sign: floa
 
 @dataclass
 class Block:
-    """One flat block's residual choice: W_res, the dense rebuild from it, the entries whose
-    rebuild misses W0, and the binade keys (the coarse set and the gaps)."""
+    """One flat block's residual choice: W_res, the dense rebuild from it, the coarse set, and
+    the flat positions of the entries outside it whose rebuild still misses W0."""
 
     w_res: torch.Tensor
     dense: torch.Tensor
-    missed: torch.Tensor
-    keys: BinadeKeys
+    coarse: torch.Tensor
+    outside: torch.Tensor
 
 
 def choose_block(weight: torch.Tensor, product: torch.Tensor) -> Block:
     """W_res for one flat block (module docstring, step 3), the dense rebuild from it, the
-    entries that still miss, and the coarse set with its binade gaps."""
+    coarse set, and the misses outside it that no nudge fixes."""
     w_res = rounded_sum(weight, product, weight.dtype, sign=-1.0)
     dense = rounded_sum(w_res, product, weight.dtype)
-    missed = ~same_bits(dense, weight)
-    block = Block(w_res=w_res, dense=dense, missed=missed, keys=coarse_keys(w_res, dense))
-    fixable = (missed & ~block.keys.coarse).nonzero().squeeze(1)
-    if fixable.numel():
-        nudge_into(block, fixable, weight[fixable], product[fixable])
+    coarse = coarse_entries(w_res, dense)
+    block = Block(w_res=w_res, dense=dense, coarse=coarse, outside=torch.zeros(0, dtype=torch.int64, device=weight.device))
+    fixable = (bit_view(dense) != bit_view(weight)) > coarse  # bools: missed & ~coarse in one pass
+    if any_true(fixable):
+        where = flat_nonzero(fixable)
+        block.outside = nudge_into(block, where, weight[where], product[where])
     return block
 
 
-def nudge_into(block: Block, where: torch.Tensor, target: torch.Tensor, part: torch.Tensor) -> None:
-    """Move W_res at `where` to the first of NUDGE_STEPS whose rebuild hits W0, in place."""
+def nudge_into(block: Block, where: torch.Tensor, target: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """Move W_res at `where` to the first of NUDGE_STEPS whose rebuild hits W0, in place;
+    returns the positions where none does (they keep their W_res, dense value and coarse flag)."""
     start = block.w_res[where]
-    chosen, open_ = start, torch.ones(where.numel(), dtype=torch.bool)
+    chosen, open_ = start, torch.ones(where.numel(), dtype=torch.bool, device=where.device)
     for steps in NUDGE_STEPS:
         candidate = nudge(start, steps)
         hit = open_ & same_bits(rebuild_dense(candidate, part), target)
         chosen = torch.where(hit, candidate, chosen)
         open_ &= ~hit
     dense = torch.where(open_, block.dense[where], target)
-    block.w_res[where], block.dense[where], block.missed[where] = chosen, dense, open_
-    keys = coarse_keys(chosen, dense)
-    block.keys.coarse[where], block.keys.res[where], block.keys.dense[where] = keys.coarse, keys.res, keys.dense
+    block.w_res[where], block.dense[where] = chosen, dense
+    block.coarse[where] = coarse_entries(chosen, dense)
+    return where[open_]
 
 
 def row_blocks(rows: int, columns: int) -> list[tuple[int, int]]:
@@ -314,10 +338,10 @@ class EncodedBlock:
 def encode_block(weight: torch.Tensor, product: torch.Tensor, w_res_out: torch.Tensor) -> EncodedBlock:
     block = choose_block(weight, product)
     w_res_out.copy_(block.w_res)
-    where = block.keys.coarse.nonzero().squeeze(1)
-    steps = ordered_int(weight[where]) - ordered_int(block.dense[where])
-    outside = (block.missed & ~block.keys.coarse).nonzero().squeeze(1)
-    return EncodedBlock(steps=steps, gaps=block.keys.gaps(where), outside=outside)
+    where = flat_nonzero(block.coarse)
+    dense = block.dense[where]
+    steps = ordered_int(weight[where]) - ordered_int(dense)
+    return EncodedBlock(steps=steps, gaps=binade_gaps(block.w_res[where], dense), outside=block.outside)
 
 
 def residual_and_correction(weight: torch.Tensor, product: torch.Tensor,
