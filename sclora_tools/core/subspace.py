@@ -9,6 +9,7 @@ the covariances' device (a GPU's eigh when they live there).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -265,8 +266,9 @@ def gram(w: torch.Tensor, blocks: int = 4) -> torch.Tensor:
     return out
 
 
-class GramCache:
-    """W^T W of the most recent weight tensor, keyed by identity and version."""
+class GramCache(threading.local):
+    """W^T W of the most recent weight tensor, keyed by identity and version; one per thread
+    (init computes two layers at once)."""
 
     def __init__(self) -> None:
         self.key: tuple | None = None

@@ -3,6 +3,7 @@ the corrections that rebuild W0 bit-exactly. Streams the checkpoint one tensor a
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ..io.manifest import Manifest, load_manifest, new_manifest, parent_entry, v
 from ..io.manifest_types import CALIBRATION_ROLES, Role, SiteRecord
 from ..io.prefetch import prefetched
 from ..io.streaming_writer import StreamingWriter, specs_of
+from ..layer_pool import OrderedPool, threads_per_worker, worker_count
 
 
 @holds_output_lock("output_dir")
@@ -133,26 +135,47 @@ def warn_unstable_beta(calibration: Manifest, reader: CheckpointReader, sites: d
 
 def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_bytes, progress):
     """Copy the checkpoint tensor by tensor, replacing each target weight with its W_res. The next
-    tensors are read and hashed on a background thread, each tensor streams to its shard as soon
-    as it is ready, and a site's covariances are read once for all the targets it serves."""
+    tensors are read and hashed on a background thread, target layers are computed two at a time
+    where that pays (layer_pool), each tensor streams to its shard in checkpoint order as soon as
+    it is ready, and a site's covariances are read once for all the targets it serves."""
     memory.return_large_blocks_to_the_os()
-    trimmer = memory.StreamTrimmer()
     layers, source_hashes = {}, {}
+    workers = worker_count(max(math.prod(reader.shape_of(f"{target}.weight")) for target in sites.subspace))
     with open_covariances(calibration_dir, Role.POS) as pos, open_covariances(calibration_dir, Role.NEG) as neg, \
-            StreamingWriter(out_dir, specs_of(reader), shard_bytes) as writer, ui.progress_bar(progress) as bar:
+            StreamingWriter(out_dir, specs_of(reader), shard_bytes) as writer, ui.progress_bar(progress) as bar, \
+            threads_per_worker(workers), OrderedPool(workers) as pool:
         covariances = CovarianceCache({Role.POS: pos, Role.NEG: neg}, eigen_device(settings))
-        task = bar.add_task("init", total=len(reader.names), rate="")
+        sink = ResidualSink(writer, layers, bar, bar.add_task("init", total=len(reader.names), rate=""))
         for name, tensor, digest in prefetched(reader):
             source_hashes[name] = digest
             target = module_of(name)
             if target in sites.subspace:
-                layer = init_target(target, tensor, sites, covariances, settings, len(layers))
-                layers[target], tensor = layer, layer.w_res
-            writer.add(name, tensor)
-            trimmer.after(tensor.numel() * tensor.element_size())
-            bar.update(task, advance=1, rate=target or "")
+                needed, energy_site = target_inputs(target, sites, covariances, settings)
+                pool.submit(name, compute_target, target, tensor, needed, energy_site, settings, pool.submitted)
+            else:
+                pool.put(name, tensor)
+            sink.write(pool.ready())
+        sink.write(pool.ready(drain=True))
         writer.close()
     return layers, source_hashes, writer.file_hashes
+
+
+class ResidualSink:
+    """Writes what the pool hands back, in order: a target's W_res (its LayerInit kept in
+    `layers`) or a tensor copied as it is."""
+
+    def __init__(self, writer: StreamingWriter, layers: dict, bar, task) -> None:
+        self.writer, self.layers, self.bar, self.task = writer, layers, bar, task
+        self.trimmer = memory.StreamTrimmer()
+
+    def write(self, ready) -> None:
+        for name, item in ready:
+            target = module_of(name)
+            if isinstance(item, LayerInit):
+                self.layers[target], item = item, item.w_res
+            self.writer.add(name, item)
+            self.trimmer.after(item.numel() * item.element_size())
+            self.bar.update(self.task, advance=1, rate=target or "")
 
 
 class CovarianceCache:
@@ -184,18 +207,22 @@ def eigen_device(settings: InitSettings) -> torch.device:
     return torch.device("cuda" if settings.method == "sclora" and torch.cuda.is_available() else "cpu")
 
 
-def init_target(target, weight, sites: LayerSites, covariances: CovarianceCache, settings, index) -> LayerInit:
-    """Read what the method needs (and, where B != 0, the SC-LoRA site for the diagnostics)."""
-    if not all_finite(weight):
-        raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
+def target_inputs(target, sites: LayerSites, covariances: CovarianceCache, settings) -> tuple[SiteCovariances, SiteCovariances | None]:
+    """What the method reads and, where B != 0, the SC-LoRA site for the diagnostics (read here,
+    on the thread that owns the covariance files)."""
     subspace_site, read = sites.subspace[target], sites.method.get(target)
     energy_site = covariances.site(subspace_site, CALIBRATION_ROLES) if settings.method in methods.SUBSPACE_METHODS else None
     if read is None:
-        needed = SiteCovariances(None, None, "input")
-    elif energy_site is not None and read.key == subspace_site.key:
-        needed = energy_site
-    else:
-        needed = covariances.site(read, tuple(Role.parse(role) for role in methods.METHODS[settings.method].roles))
+        return SiteCovariances(None, None, "input"), energy_site
+    if energy_site is not None and read.key == subspace_site.key:
+        return energy_site, energy_site
+    return covariances.site(read, tuple(Role.parse(role) for role in methods.METHODS[settings.method].roles)), energy_site
+
+
+def compute_target(target, weight, needed: SiteCovariances, energy_site, settings, index) -> LayerInit:
+    """One target's initialisation, checked (runs on a layer_pool worker)."""
+    if not all_finite(weight):
+        raise NumericalError(f"{target}.weight holds NaN or Inf; the checkpoint is damaged.")
     try:
         layer = initialize_layer(weight, needed.pos, needed.neg, needed.side, settings, index, energy_site)
     except ValueError as exc:

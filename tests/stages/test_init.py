@@ -160,3 +160,17 @@ def test_an_init_process_imports_neither_peft_nor_transformers(fp32_run, tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_two_workers_choose_the_subspaces_one_worker_does(fp32_run, tmp_path, monkeypatch):
+    """Layers computed two at a time (the default on >= 2 threads) against one at a time: the same
+    layers in the same order, the same source hashes, the same eigenvalue sums up to BLAS rounding."""
+    monkeypatch.setattr("sclora_tools.stages.init.worker_count", lambda entries: 2)
+    two = init(fp32_run.calib, tmp_path / "two", rank=4, progress=False)
+    monkeypatch.setattr("sclora_tools.stages.init.worker_count", lambda entries: 1)
+    one = init(fp32_run.calib, tmp_path / "one", rank=4, progress=False)
+    assert list(two["layers"]) == list(one["layers"])
+    assert two["source_tensors"] == one["source_tensors"]
+    for name, layer in one["layers"].items():
+        assert two["layers"][name]["objective"] == pytest.approx(layer["objective"], rel=1e-9, abs=1e-12)
+        assert two["layers"][name]["energy_pos"] == pytest.approx(layer["energy_pos"], rel=1e-6, abs=1e-9)
