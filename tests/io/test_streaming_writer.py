@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -123,7 +124,7 @@ def test_a_manifest_takes_known_hashes_and_reads_every_other_file(tmp_path, monk
 def test_background_sha256_equals_hashlib_over_the_same_chunks_in_order():
     chunks = [bytes([i]) * (1000 + 37 * i) for i in range(20)]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        background = BackgroundSha256(pool, backlog=3)
+        background = BackgroundSha256(pool, backlog_bytes=5000)
         for chunk in chunks:
             background.update(memoryview(chunk))
         assert background.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
@@ -134,3 +135,17 @@ def test_tensor_hash_is_the_hash_of_its_stored_bytes():
         for view in (tensor, tensor.T if tensor.dim() == 2 else tensor):
             stored = view.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
             assert sha256_tensor(view) == hashlib.sha256(stored).hexdigest()
+
+
+def test_background_sha256_keeps_no_more_than_its_backlog_waiting():
+    gate = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(gate.wait, 5)  # the worker is busy: nothing gets hashed until the gate opens
+        background = BackgroundSha256(pool, backlog_bytes=2500)
+        background.update(b"a" * 1000)
+        background.update(b"b" * 1000)
+        assert background.pending_bytes == 2000
+        gate.set()
+        background.update(b"c" * 1000)  # over the backlog: the oldest chunks are waited for
+        assert background.pending_bytes <= 2500
+        assert background.hexdigest() == hashlib.sha256(b"a" * 1000 + b"b" * 1000 + b"c" * 1000).hexdigest()
