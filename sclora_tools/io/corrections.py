@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..core.exact import Correction
 from ..core.step_codec import LZMA_INT8
+from .hashing import raw_bytes
+from .streaming_writer import TensorSpec, header_bytes
 
 FILE = "exact/corrections.safetensors"
 CODEC_KEY = "sclora_step_codec"
@@ -30,7 +31,17 @@ def write_corrections(path: Path, corrections: dict[str, Correction]) -> None:
         tensors[f"{name}.patch_indices"] = c.patch_indices
         tensors[f"{name}.patch_values"] = c.patch_values
     metadata = {"format": "pt"} | ({CODEC_KEY: codecs.pop()} if codecs else {})
-    save_file(tensors, str(path), metadata=metadata)
+    write_in_order(path, tensors, metadata)
+
+
+def write_in_order(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A safetensors file whose header keeps the given order: safetensors' own writer orders the
+    metadata keys at random, so two identical inits recorded different corrections hashes."""
+    specs = [TensorSpec(name, tensor.dtype, tuple(tensor.shape)) for name, tensor in tensors.items()]
+    with open(path, "wb") as handle:
+        handle.write(header_bytes(specs, metadata))
+        for tensor in tensors.values():
+            handle.write(raw_bytes(tensor))
 
 
 def stored_codec(tensors) -> str:

@@ -23,10 +23,10 @@ def sha256_file(path: Path) -> str:
 
 def sha256_tensor(tensor: torch.Tensor) -> str:
     """sha256 of the tensor's raw little-endian bytes in its own dtype (as safetensors stores them)."""
-    return hashlib.sha256(tensor_bytes(tensor)).hexdigest()
+    return hashlib.sha256(raw_bytes(tensor)).hexdigest()
 
 
-def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+def raw_bytes(tensor: torch.Tensor) -> memoryview:
     """The tensor's raw bytes without a copy where it is already a contiguous CPU tensor."""
     flat = tensor.detach().contiguous().reshape(-1).cpu()
     return memoryview(flat.view(torch.uint8).numpy())

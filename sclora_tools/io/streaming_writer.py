@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 
 from .checkpoint import SAFETENSORS_DTYPES, finish_shards
-from .hashing import BackgroundSha256, tensor_bytes
+from .hashing import BackgroundSha256, raw_bytes
 
 DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
@@ -83,7 +83,7 @@ class StreamingWriter:
         spec = self.next_spec()
         if (name, tensor.dtype, tuple(tensor.shape)) != (spec.name, spec.dtype, spec.shape):
             raise ValueError(f"expected {spec.name} {spec.dtype} {list(spec.shape)} next, got {name} {tensor.dtype} {list(tensor.shape)}")
-        data = tensor_bytes(tensor)
+        data = raw_bytes(tensor)
         self.handle.write(data)
         self.digests[-1].update(data)
         self.position += 1
