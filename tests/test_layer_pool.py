@@ -82,7 +82,7 @@ def test_each_thread_keeps_its_own_gram():
     def work(index: int) -> None:
         subspace.GRAMS.of(weights[index], torch.device("cpu"))
         barrier.wait()  # both caches filled before either reads back
-        grams[index] = subspace.GRAMS.of(weights[index], torch.device("cpu"))
+        grams[index] = (subspace.GRAMS.holds(weights[index]), subspace.GRAMS.of(weights[index], torch.device("cpu")))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for thread in threads:
@@ -90,4 +90,6 @@ def test_each_thread_keeps_its_own_gram():
     for thread in threads:
         thread.join()
     for index, weight in enumerate(weights):
-        torch.testing.assert_close(grams[index], weight.T @ weight)
+        held, gram = grams[index]
+        assert held  # one shared cache would hold only the last thread's weight
+        torch.testing.assert_close(gram, weight.T @ weight)

@@ -41,10 +41,11 @@ class SiteCovariances:
 
 @dataclass
 class LayerInit:
-    """W_res in the checkpoint dtype, A (r x d_in) and B (d_out x r) in float32 (exactly the
-    quantised values), the correction that rebuilds W0, and per-layer diagnostics."""
+    """W_res in the checkpoint dtype (None once a stage has written it and keeps the rest), A
+    (r x d_in) and B (d_out x r) in float32 (exactly the quantised values), the correction that
+    rebuilds W0, and per-layer diagnostics."""
 
-    w_res: torch.Tensor
+    w_res: torch.Tensor | None
     a: torch.Tensor
     b: torch.Tensor
     correction: exact.Correction

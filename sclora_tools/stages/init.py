@@ -3,6 +3,7 @@ the corrections that rebuild W0 bit-exactly. Streams the checkpoint one tensor a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from ..errors import NumericalError, UsageError
 from ..io import memory
 from ..io.adapter import LoraPair, write_adapter
 from ..io.atomic import staged_directory
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_files, module_of
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_files, module_of, tensor_bytes
 from ..io.corrections import FILE as CORRECTIONS
 from ..io.corrections import write_corrections
 from ..io.covariances import open_covariances
@@ -140,7 +141,7 @@ def write_residual(reader, calibration_dir, sites, settings, out_dir, shard_byte
     it is ready, and a site's covariances are read once for all the targets it serves."""
     memory.return_large_blocks_to_the_os()
     layers, source_hashes = {}, {}
-    workers = worker_count(max(math.prod(reader.shape_of(f"{target}.weight")) for target in sites.subspace))
+    workers = worker_count(max((math.prod(reader.shape_of(f"{target}.weight")) for target in sites.subspace), default=0))
     with open_covariances(calibration_dir, Role.POS) as pos, open_covariances(calibration_dir, Role.NEG) as neg, \
             StreamingWriter(out_dir, specs_of(reader), shard_bytes) as writer, ui.progress_bar(progress) as bar, \
             threads_per_worker(workers), OrderedPool(workers) as pool:
@@ -171,10 +172,10 @@ class ResidualSink:
     def write(self, ready) -> None:
         for name, item in ready:
             target = module_of(name)
-            if isinstance(item, LayerInit):
-                self.layers[target], item = item, item.w_res
+            if isinstance(item, LayerInit):  # kept without W_res: at 7B all of them would be 13 GB
+                self.layers[target], item = dataclasses.replace(item, w_res=None), item.w_res
             self.writer.add(name, item)
-            self.trimmer.after(item.numel() * item.element_size())
+            self.trimmer.after(tensor_bytes(item))
             self.bar.update(self.task, advance=1, rate=target or "")
 
 

@@ -18,7 +18,7 @@ from ..errors import NumericalError, UsageError, VerificationError
 from ..io import memory
 from ..io.adapter import LoraPair, read_adapter, write_adapter
 from ..io.atomic import staged_directory
-from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_files, module_of
+from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_files, module_of, tensor_bytes
 from ..io.corrections import FILE as CORRECTIONS
 from ..io.corrections import read_correction
 from ..io.hashing import sha256_tensor
@@ -102,7 +102,7 @@ def stream_models(init_dir, init_manifest, init_pairs, trained_pairs, scale, out
                 pair, start = trained_pairs[module], init_pairs[module]
                 w0 = merged_weight(w0, adapter_delta(pair.b, pair.a, start.b, start.a, scale))
             writer.add(name, w0)
-            trimmer.after(w0.numel() * w0.element_size())
+            trimmer.after(tensor_bytes(w0))
             bar.update(task, advance=1, rate=module or "")
         missing = sorted(set(expected) - set(records))
         if missing:

@@ -162,11 +162,13 @@ def test_an_init_process_imports_neither_peft_nor_transformers(fp32_run, tmp_pat
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
 
 
-def test_two_workers_choose_the_subspaces_one_worker_does(fp32_run, tmp_path, monkeypatch):
+def test_two_workers_choose_the_subspaces_one_worker_does(fp32_run, tiny_fp32, tmp_path, monkeypatch):
     """Layers computed two at a time (the default on >= 2 threads) against one at a time: the same
-    layers in the same order, the same source hashes, the same eigenvalue sums up to BLAS rounding."""
+    layers in the same order, the same source hashes, the same eigenvalue sums up to BLAS rounding;
+    two runs with two workers write the same bytes, and rebuild W0 bit for bit."""
     monkeypatch.setattr("sclora_tools.stages.init.worker_count", lambda entries: 2)
     two = init(fp32_run.calib, tmp_path / "two", rank=4, progress=False)
+    again = init(fp32_run.calib, tmp_path / "again", rank=4, progress=False)
     monkeypatch.setattr("sclora_tools.stages.init.worker_count", lambda entries: 1)
     one = init(fp32_run.calib, tmp_path / "one", rank=4, progress=False)
     assert list(two["layers"]) == list(one["layers"])
@@ -174,3 +176,11 @@ def test_two_workers_choose_the_subspaces_one_worker_does(fp32_run, tmp_path, mo
     for name, layer in one["layers"].items():
         assert two["layers"][name]["objective"] == pytest.approx(layer["objective"], rel=1e-9, abs=1e-12)
         assert two["layers"][name]["energy_pos"] == pytest.approx(layer["energy_pos"], rel=1e-6, abs=1e-9)
+    assert two["files"] == again["files"]  # every file, the corrections' header included
+    reader, base = CheckpointReader(tmp_path / "two" / "residual"), CheckpointReader(tiny_fp32)
+    config, pairs = read_adapter(tmp_path / "two" / "adapter")
+    with safe_open(tmp_path / "two" / "exact" / "corrections.safetensors", "pt") as corrections:
+        for module, pair in pairs.items():
+            product = exact.init_product(pair.b.double().flip(1), pair.a.double().flip(0), config.lora_alpha / config.r)
+            rebuilt = exact.rebuild(reader.read(f"{module}.weight"), product, read_correction(corrections, module))
+            assert torch.equal(exact.bit_view(rebuilt), exact.bit_view(base.read(f"{module}.weight"))), module
