@@ -41,8 +41,9 @@ class CovarianceSink:
             with self.ranks.phase():
                 total = moment.take_total()
             self.ranks.sum_to_writer(total)
-            if self.ranks.is_writer:
-                self.writers[role].write(key, finished(total, tokens, samples, self.normalization, key))
+            with self.ranks.phase():  # a NaN or a disk error on the writer reaches every rank as one error
+                if self.ranks.is_writer:
+                    self.writers[role].write(key, finished(total, tokens, samples, self.normalization, key))
             del total
 
     def close(self) -> None:
