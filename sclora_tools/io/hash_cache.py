@@ -27,11 +27,16 @@ from .hashing import sha256_file
 FILE_NAME = "file-hashes.json"
 ENVIRONMENT = "SCLORA_HASH_CACHE"
 RACY_SECONDS = 2.0
+OFF = "off"
 
 
-def cache_file(cache_root: Path | None = None) -> Path:
-    """`$SCLORA_HASH_CACHE`, else FILE_NAME in `cache_root` (default: sclora's cache directory)."""
+def cache_file(cache_root: Path | None = None) -> Path | None:
+    """`$SCLORA_HASH_CACHE`, else FILE_NAME in `cache_root` (default: sclora's cache directory);
+    None when `$SCLORA_HASH_CACHE` is `off`: every file is read in full, every time (what catches
+    damage that leaves a file's size and times alone, such as bit rot)."""
     override = os.environ.get(ENVIRONMENT)
+    if override == OFF:
+        return None
     if override:
         return Path(override).expanduser()
     return Path(cache_root if cache_root is not None else default_cache_root()) / FILE_NAME
@@ -50,9 +55,12 @@ def remembered(cache_file: Path) -> dict:
     return entries if isinstance(entries, dict) else {}
 
 
-def sha256_files(files: list[Path], cache_file: Path) -> dict[Path, str]:
+def sha256_files(files: list[Path], cache_file: Path | None) -> dict[Path, str]:
     """sha256 of each file, reusing what `cache_file` remembers for a file of the same identity
-    and remembering the rest (entries for files that no longer exist are dropped)."""
+    and remembering the rest (entries for files that no longer exist are dropped); with no
+    cache file, every file is read."""
+    if cache_file is None:
+        return {file: sha256_file(file) for file in files}
     entries = remembered(cache_file)
     hashes, changed = {}, False
     for file in files:

@@ -104,7 +104,17 @@ def test_verify_files_reuses_remembered_hashes_and_still_sees_a_change(tmp_path,
     assert counted == [artefact / "weights.bin"]
     stat = os.stat(artefact / "weights.bin")
     time.sleep(0.05)
-    (artefact / "weights.bin").write_bytes(b"tampered byte")
+    (artefact / "weights.bin").write_bytes(b"residual bytez")  # same size: only the ctime tells
     os.utime(artefact / "weights.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(VerificationError, match="does not match the sha256"):
         verify_files(artefact, manifest)
+
+
+def test_off_reads_every_file_every_time(tmp_path, counted, monkeypatch):
+    monkeypatch.setenv(hash_cache.ENVIRONMENT, hash_cache.OFF)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"W0 bytes")
+    assert hash_cache.cache_file() is None
+    for _ in range(2):
+        assert hash_cache.sha256_files([weights], hash_cache.cache_file()) == {weights: sha(b"W0 bytes")}
+    assert counted == [weights, weights]
