@@ -106,6 +106,12 @@ def symmetric_gather_index(dim: int, diagonal: int, device: torch.device) -> tor
     return slots.view(-1)
 
 
+def release_decode_indices() -> None:
+    """Forget the memoised decode indices (a process that goes on after reading covariances)."""
+    upper_rows_and_columns.cache.cache_clear()
+    symmetric_gather_index.cache.cache_clear()
+
+
 def index_dtype(dim: int) -> torch.dtype:
     return torch.int32 if dim * dim < 2**31 else torch.int64
 
@@ -119,10 +125,9 @@ def symmetric_from_packed(values: torch.Tensor, dim: int, diagonal: torch.Tensor
     return values.index_select(0, index).view(dim, dim)
 
 
-def unpack_symmetric(packed: torch.Tensor, dim: int, diagonal: torch.Tensor | None = None) -> torch.Tensor:
-    """Inverse of pack_upper (float64): with `diagonal` given, `packed` holds the strict upper part.
-    A stored -0.0 comes back as +0.0, as it always has."""
-    return symmetric_from_packed(packed.to(torch.float64) + 0.0, dim, diagonal)
+def unpack_symmetric(packed: torch.Tensor, dim: int) -> torch.Tensor:
+    """Inverse of pack_upper (float64). A stored -0.0 comes back as +0.0, as it always has."""
+    return symmetric_from_packed(packed.to(torch.float64) + 0.0, dim)
 
 
 def pair_products(scales: torch.Tensor) -> torch.Tensor:

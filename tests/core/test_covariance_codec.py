@@ -219,3 +219,12 @@ def test_indices_past_the_cached_size_are_rebuilt_and_give_the_same_matrix(monke
         monkeypatch.setattr(codec, "CACHED_INDEX_DIM", limit)
         assert same_bits(codec.decode(parts, 7, "corr24"), expected)
         assert codec.symmetric_gather_index.cache.cache_info().currsize == kept
+
+
+def test_released_indices_are_rebuilt_on_the_next_decode():
+    parts = codec.encode(edge_covariance(5, seed=2), "corr24")
+    first = codec.decode(parts, 5, "corr24")
+    codec.release_decode_indices()
+    assert codec.symmetric_gather_index.cache.cache_info().currsize == 0
+    assert same_bits(codec.decode(parts, 5, "corr24"), first)
+    assert codec.symmetric_gather_index.cache.cache_info().currsize == 1
