@@ -68,6 +68,8 @@ class Collector:
         self._real_rows = None if self._all_real else mask.reshape(-1).nonzero().squeeze(1)
 
     def real_tokens(self, activations: torch.Tensor) -> torch.Tensor:
+        if activations.shape[:-1] != self._mask.shape:
+            raise ValueError(f"activations of shape {tuple(activations.shape)} do not match the batch mask {tuple(self._mask.shape)}")
         rows = activations.reshape(-1, activations.shape[-1])
         return rows if self._all_real else rows.index_select(0, self._real_rows.to(rows.device))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sclora_tools import models
@@ -49,3 +50,10 @@ def test_running_sums_hold_exactly_the_real_tokens_products():
     total = collector.moments[site.key].total
     assert collector.moments[site.key].tokens == int(mask.sum())
     torch.testing.assert_close(total, rows.T @ rows, rtol=1e-5, atol=1e-5)
+
+
+def test_activations_that_do_not_match_the_batch_are_refused():
+    collector = Collector(torch.nn.Linear(2, 2), [], torch.float64, torch.device("cpu"))
+    collector.mask = padded_batch(50)[1]
+    with pytest.raises(ValueError, match="do not match the batch mask"):
+        collector.real_tokens(torch.randn(9, 3, 5))

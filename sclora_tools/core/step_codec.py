@@ -69,6 +69,8 @@ def encode(stream: torch.Tensor, gaps: torch.Tensor, codec: str = ZLIB_BY_GAP) -
         return lzma.compress(stream.numpy().tobytes(), preset=6)
     if codec != ZLIB_BY_GAP:
         raise ValueError(f"unknown correction codec {codec!r}")
+    if stream.numel() != gaps.numel():
+        raise ValueError(f"the step stream holds {stream.numel()} entries and the gaps {gaps.numel()}")
     order, bounds = group_order(gaps)
     ordered = stream.numpy()[order]
     parts = []

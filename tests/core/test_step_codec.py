@@ -85,3 +85,8 @@ def test_a_blob_for_other_gaps_is_refused_with_the_simple_definitions_message():
         step_codec.decode(blob + b"\0", gaps, step_codec.ZLIB_BY_GAP)
     with pytest.raises(ValueError, match="truncated"):
         step_codec.decode(blob[:-1], gaps, step_codec.ZLIB_BY_GAP)
+
+
+def test_a_stream_and_gaps_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match="step stream holds 3 entries and the gaps 2"):
+        step_codec.encode(torch.zeros(3, dtype=torch.int8), torch.ones(2, dtype=torch.int32))
