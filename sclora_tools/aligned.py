@@ -18,6 +18,7 @@ import torch
 
 from . import embedded
 from .io.atomic import staged_output
+from .io.cache_root import default_cache_root
 from .io.hashing import sha256_file
 from .io.locks import output_lock
 from .training.quiet import quiet_libraries
@@ -69,7 +70,7 @@ def materialize(name: str, cache_dir: str | os.PathLike | None = None, progress:
     adapter_sha256 = checked_adapter_sha256(adapter)
     base_dir = embedded.materialize(ALIGNED_MODELS[name].base, cache_dir, progress)
     expected = {"adapter_sha256": adapter_sha256, "base_gguf_sha256": embedded.read_manifest(base_dir)["gguf_sha256"]}
-    root = Path(cache_dir).expanduser() if cache_dir is not None else embedded.default_cache_root()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
     target = root / "models" / name / adapter_sha256[:16]
     if embedded.is_complete(target, expected):
         return target
