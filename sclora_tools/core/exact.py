@@ -189,11 +189,6 @@ def exponent_bits(t: torch.Tensor) -> torch.Tensor:
     return bit_view(t) & (((largest >> significand_bits) + 1) << significand_bits)
 
 
-def exponent_field(t: torch.Tensor) -> torch.Tensor:
-    """The biased exponent bits of each entry (integer tensor of t's width)."""
-    return exponent_bits(t) >> FORMATS[t.dtype][0]
-
-
 def magnitude_bits(t: torch.Tensor) -> torch.Tensor:
     return bit_view(t) & (2 ** (t.element_size() * 8 - 1) - 1)
 
