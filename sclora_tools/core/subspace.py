@@ -145,14 +145,6 @@ def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: in
     return None if found is None else certified_lift(weight, inner, factor, found, rank, "krylov")
 
 
-def certified_reduced_dense(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
-    """d_out > d_in: a dense eigh of the same K = L^T dCov L, lifted and certified. It needs W^T W
-    (kept for the diagnostics) where the Householder path needs a QR of the tall W and R^T R on
-    top: 1.5x faster on SmolLM2's gate/up (1536 x 576). None when not certified."""
-    solved = reduced_dense_eigenpairs(weight, inner, rank)
-    return None if solved is None else certified_lift(weight, inner, *solved, rank, "eigh-reduced")
-
-
 def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> tuple[torch.Tensor, eigen.Eigenpairs] | None:
     """(L, the top r eigenpairs of K = L^T dCov L with lambda_{r+1} as the rest bound), or None
     when r > d_in or W^T W has no Cholesky factor."""
@@ -167,7 +159,9 @@ def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: in
 
 
 def reduced_subspace(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
-    """d_out > d_in: the Cholesky route, certified, else the Householder one. None when K's top r
+    """d_out > d_in: the Cholesky route, certified, else the Householder one. The Cholesky route
+    needs W^T W (kept for the diagnostics) where the Householder one needs a QR of the tall W and
+    R^T R on top: 1.5x faster on SmolLM2's gate/up (1536 x 576). None when K's top r
     hold a negative eigenvalue: the top r of W dCov W^T then split its zero eigenspace, which only
     the full problem decides, and the Householder path would solve the same d_in-sized problem
     only to refuse it too."""

@@ -190,6 +190,13 @@ def inner_with_output_spectrum(weight, spectrum, seed):
     return torch.linalg.solve(r_factor, torch.linalg.solve(r_factor, target).T)
 
 
+def certified_reduced_dense(weight, inner, rank):
+    """The Cholesky route alone (what subspace.reduced_subspace tries first): K = L^T dCov L solved
+    densely, lifted and certified, or None."""
+    solved = subspace.reduced_dense_eigenpairs(weight, inner, rank)
+    return None if solved is None else subspace.certified_lift(weight, inner, *solved, rank, "eigh-reduced")
+
+
 SPECTRA = {
     "clustered": [9.0, 9.0, 9.0 + 1e-9, 5.0, 4.0] + torch.linspace(1.0, -3.0, 19).tolist(),  # a tight cluster inside the top 5
     "negative": [3.0, 2.5, 2.0, 1.5, 1.2] + torch.linspace(-0.5, -50.0, 19).tolist(),  # dCov dominated by Cov-
@@ -201,7 +208,7 @@ def test_reduced_dense_path_gives_the_householder_answer_and_is_what_select_subs
     d_out, d_in, rank = 60, 24, 5
     weight = randn(d_out, d_in, seed=31)
     inner = inner_with_output_spectrum(weight, SPECTRA[spectrum], seed=32)
-    fast = subspace.certified_reduced_dense(weight, inner, rank)
+    fast = certified_reduced_dense(weight, inner, rank)
     householder = subspace.top_eigenpairs_of_projection(weight, inner, rank)
     assert fast is not None and householder is not None
     full = subspace.output_covariance(weight, inner)
@@ -223,10 +230,10 @@ def test_reduced_dense_path_refuses_what_it_cannot_certify_and_select_subspace_s
     tied_inner = inner_with_output_spectrum(split, tied_spectrum, seed=40)
     assert torch.allclose(torch.linalg.eigvalsh(split @ tied_inner @ split.T)[-5:], torch.tensor([2.0, 2.0, 3.0, 4.0, 5.0], dtype=F64))
     for weight, inner_of_case in [(deficient, inner), (split, tied_inner)]:
-        assert subspace.certified_reduced_dense(weight, inner_of_case, rank) is None
-    positive = subspace.certified_reduced_dense(split, psd(d_in, seed=41), d_in)  # r = d_in: the rest is the zeros off range(W)
+        assert certified_reduced_dense(weight, inner_of_case, rank) is None
+    positive = certified_reduced_dense(split, psd(d_in, seed=41), d_in)  # r = d_in: the rest is the zeros off range(W)
     assert positive is not None and torch.allclose((split.T @ positive.basis).norm(), split.norm())
-    assert subspace.certified_reduced_dense(split, inner, d_in) is None  # some eigenvalue <= 0: the zeros would join the top r
+    assert certified_reduced_dense(split, inner, d_in) is None  # some eigenvalue <= 0: the zeros would join the top r
     chosen = subspace.select_subspace(deficient, pos, neg, "input", 0.5, rank)
     full = subspace.output_covariance(deficient, inner)
     expected = torch.linalg.eigvalsh(full).flip(0)[:rank]
