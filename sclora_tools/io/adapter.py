@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
-
-if TYPE_CHECKING:
-    from peft import LoraConfig
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -90,18 +87,76 @@ def write_adapter(
     save_file(tensors, str(out_dir / WEIGHTS), metadata={"format": "pt"})
 
 
-def read_adapter(adapter_dir: Path) -> tuple[LoraConfig, dict[str, LoraPair]]:
-    """Read a PEFT LoRA adapter back into (config, {module: LoraPair})."""
-    from peft import LoraConfig
+@dataclass(frozen=True)
+class AdapterConfig:
+    """What the stages read from a PEFT LoRA adapter_config.json, read without importing peft
+    (seconds and ~170 MB of a merge). Settings that change what B A means and that the stages
+    do not apply (DoRA, per-module ranks or alphas) are refused when read."""
 
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    base_model: str | None = None
+    rslora: bool = False
+
+    @property
+    def scale(self) -> float:
+        """PEFT's scaling of B A: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
+    @classmethod
+    def read(cls, adapter_dir: Path) -> AdapterConfig:
+        path = Path(adapter_dir) / CONFIG
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path} cannot be read as JSON ({exc}); restore the adapter or re-run the stage that wrote it.") from exc
+        if not isinstance(raw, dict):
+            raise InputError(f"{path} is not a JSON object; restore the adapter or re-run the stage that wrote it.")
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_dict(cls, raw: dict, path: Path) -> AdapterConfig:
+        refuse_unsupported(raw, path)
+        rank, alpha, targets = raw.get("r"), raw.get("lora_alpha"), raw.get("target_modules")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+            raise InputError(f"{path} has r = {rank!r}; a LoRA adapter needs a positive integer rank.")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+            raise InputError(f"{path} has lora_alpha = {alpha!r}; a LoRA adapter needs a positive number.")
+        targets = (targets,) if isinstance(targets, str) else tuple(targets or ())
+        return cls(rank=rank, alpha=float(alpha), target_modules=targets, base_model=raw.get("base_model_name_or_path"),
+                   rslora=bool(raw.get("use_rslora", False)))
+
+
+def refuse_unsupported(raw: dict, path: Path) -> None:
+    if raw.get("peft_type", "LORA") != "LORA":
+        raise InputError(f"{path} is a {raw['peft_type']} adapter; sclora reads LoRA adapters only (peft_type LORA).")
+    if raw.get("use_dora"):
+        raise InputError(f"{path} is a DoRA adapter (use_dora); sclora merges plain LoRA adapters: train without DoRA.")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if raw.get(key):
+            raise InputError(f"{path} sets {key} (per-module ranks or alphas), which sclora does not apply; "
+                             "train with one rank and alpha for every module.")
+
+
+def read_adapter(adapter_dir: Path) -> tuple[AdapterConfig, dict[str, LoraPair]]:
+    """Read a PEFT LoRA adapter back into (config, {module: LoraPair})."""
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / WEIGHTS).is_file() or not (adapter_dir / CONFIG).is_file():
         raise InputError(f"{adapter_dir} is not a PEFT adapter (needs {CONFIG} and {WEIGHTS}).")
-    config = LoraConfig.from_pretrained(str(adapter_dir))
+    config = AdapterConfig.read(adapter_dir)
     tensors = load_file(str(adapter_dir / WEIGHTS))
     pairs = {}
     for key in tensors:
         if key.endswith(".lora_A.weight"):
             module = key[len(PREFIX) : -len(".lora_A.weight")]
-            pairs[module] = LoraPair(a=tensors[key], b=tensors[key_for(module, "B")])
+            pairs[module] = paired(tensors, module, config.rank, adapter_dir)
     return config, pairs
+
+
+def paired(tensors: dict[str, torch.Tensor], module: str, rank: int, adapter_dir: Path) -> LoraPair:
+    a, b = tensors[key_for(module, "A")], tensors.get(key_for(module, "B"))
+    if b is None or a.ndim != 2 or b.ndim != 2 or a.shape[0] != rank or b.shape[1] != rank:
+        raise InputError(f"{adapter_dir / WEIGHTS} holds no rank-{rank} A and B pair for {module} (as {CONFIG} says); "
+                         "restore the adapter or re-run the stage that wrote it.")
+    return LoraPair(a=a, b=b)

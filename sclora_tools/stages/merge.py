@@ -14,9 +14,9 @@ from .. import ui
 from ..core import exact
 from ..core.finite import all_finite
 from ..core.merge import adapter_delta, lora_against_base, merged_weight
-from ..errors import NumericalError, UsageError, VerificationError
+from ..errors import MismatchError, NumericalError, UsageError, VerificationError
 from ..io import memory
-from ..io.adapter import LoraPair, read_adapter, write_adapter
+from ..io.adapter import AdapterConfig, LoraPair, read_adapter, write_adapter
 from ..io.atomic import staged_directory
 from ..io.checkpoint import DEFAULT_SHARD_BYTES, CheckpointReader, copy_model_files, module_of, tensor_bytes
 from ..io.corrections import FILE as CORRECTIONS
@@ -50,9 +50,10 @@ def merge(
         verify_files(run_dir, manifest)
     trained_dir = run_dir / "adapter"
     config, init_pairs = read_adapter(init_dir / "adapter")
-    _, trained_pairs = read_adapter(trained_dir)
+    trained_config, trained_pairs = read_adapter(trained_dir)
+    refuse_other_settings(trained_config, config, trained_dir)
     refuse_non_finite(trained_pairs, trained_dir)
-    scale = config.lora_alpha / config.r
+    scale = config.scale
     target = Path(rebuild_base) if rebuild_base is not None else Path(output_dir)
     model_subdir = "base" if rebuild_base is not None else "merged"
     with staged_directory(target, "merge") as staging:
@@ -73,6 +74,15 @@ def merge(
         result = write_manifest(staging, result, known=written)
     report(Manifest.from_dict(result), target)
     return result
+
+
+def refuse_other_settings(trained: AdapterConfig, initial: AdapterConfig, adapter_dir: Path) -> None:
+    """The exact rebuild and the merge both use init's scale: an adapter trained with another rank
+    or scale would merge as something it is not."""
+    if (trained.rank, trained.scale) != (initial.rank, initial.scale):
+        raise MismatchError(f"the adapter in {adapter_dir} has rank {trained.rank} and scale {trained.scale:g}, but init wrote rank "
+                            f"{initial.rank} and scale {initial.scale:g}; train from this init's adapter (sclora train) without "
+                            "changing r or lora_alpha.")
 
 
 def refuse_non_finite(pairs: dict[str, LoraPair], adapter_dir: Path) -> None:
@@ -143,13 +153,14 @@ def verification_record(records: dict, init_manifest: Manifest) -> VerificationR
     )
 
 
-def write_lora_export(out_dir: Path, init_pairs, trained_pairs, config, init_manifest: Manifest) -> None:
+def write_lora_export(out_dir: Path, init_pairs, trained_pairs, config: AdapterConfig, init_manifest: Manifest) -> None:
     pairs = {}
     for module, start in init_pairs.items():
         trained = trained_pairs[module]
         b, a = lora_against_base(trained.b.float(), trained.a.float(), start.b.float(), start.a.float())
         pairs[module] = LoraPair(a=a.contiguous(), b=b.contiguous())
-    write_adapter(out_dir, pairs, 2 * config.r, 2 * config.lora_alpha, init_manifest.model.id)
+    rank = 2 * config.rank  # alpha' = 2 r s gives the scale s with the plain alpha' / r' PEFT applies
+    write_adapter(out_dir, pairs, rank, rank * config.scale, init_manifest.model.id)
 
 
 def report(manifest: Manifest, target: Path) -> None:

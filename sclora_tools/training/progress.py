@@ -29,7 +29,7 @@ class DriftTracker:
     def __init__(self, run_dir: Path, init_manifest: Manifest) -> None:
         self.active = init_manifest.config.method in SUBSPACE_METHODS
         config, self.initial = read_adapter(run_dir / "adapter")
-        self.scale = config.lora_alpha / config.r
+        self.scale = config.scale
 
     def measure(self, weights: Mapping[str, torch.Tensor]) -> dict:
         """The drift summary of the factors in `weights` (a PeftModel's state dict)."""

@@ -163,7 +163,7 @@ def test_lora_null_with_freeze_a_is_the_papers_variant_and_never_touches_the_neg
                        train={"max_steps": 3, "lr": 5e-3, "batch_size": 4, "max_length": 96, "freeze_a": True})
     config, start = read_adapter(chain.run / "adapter")
     _, trained = read_adapter(chain.trained / "adapter")
-    scale = config.lora_alpha / config.r
+    scale = config.scale
     module = "model.layers.1.mlp.down_proj"
     assert torch.equal(trained[module].a, start[module].a)
     assert not torch.equal(trained[module].b, start[module].b)

@@ -15,10 +15,11 @@ from transformers import AutoModelForCausalLM
 
 from sclora_tools import merge
 from sclora_tools.core import exact
-from sclora_tools.errors import VerificationError
+from sclora_tools.errors import MismatchError, VerificationError
 from sclora_tools.io.checkpoint import CheckpointReader
 from sclora_tools.io.manifest import read_manifest, write_manifest
 from tests.chain import fresh_copy
+from tests.imports import heavy_imports_of
 from tests.tiny import logits
 
 
@@ -115,3 +116,25 @@ def test_merge_writes_several_shards_with_an_index(fp32_trained, tmp_path):
     sharded = CheckpointReader(merged)
     assert all(torch.equal(reference.read(n), sharded.read(n)) for n in reference.names)
     AutoModelForCausalLM.from_pretrained(merged)
+
+
+@pytest.mark.parametrize("change", [{"lora_alpha": 16.0}, {"use_rslora": True}])
+def test_an_adapter_trained_with_another_scale_is_refused_and_nothing_written(change, fp32_trained, tmp_path):
+    """Merge applies init's scale to the trained factors: an adapter whose config says otherwise
+    would merge as something it is not."""
+    trained = fresh_copy(fp32_trained.trained, tmp_path)
+    config = trained / "adapter" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    manifest = read_manifest(trained, "train")
+    write_manifest(trained, {k: v for k, v in manifest.items() if k != "files"})
+    with pytest.raises(MismatchError, match="scale"):
+        merge(trained, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_merge_process_imports_neither_peft_nor_transformers(fp32_trained, tmp_path):
+    """merge reads the adapters' configs itself (io.adapter.AdapterConfig): importing peft, and the
+    transformers modules it pulls in, was 3.3 s and 170 MB of every merge."""
+    statement = f"from sclora_tools import merge; merge({str(fp32_trained.trained)!r}, {str(tmp_path / 'out')!r}, progress=False)"
+    assert heavy_imports_of(statement) == []
+    assert (tmp_path / "out" / "lora" / "adapter_config.json").is_file()

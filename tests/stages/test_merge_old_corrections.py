@@ -34,7 +34,7 @@ def rewrite_as_lzma(run: Path) -> None:
         for module, pair in pairs.items():
             new = read_correction(handle, module)
             w_res = residual.read(f"{module}.weight")
-            dense = exact.rebuild_dense(w_res, exact.init_product(pair.b, pair.a, config.lora_alpha / config.r))
+            dense = exact.rebuild_dense(w_res, exact.init_product(pair.b, pair.a, config.scale))
             _, gaps = exact.coarse_positions(w_res, dense)
             stream = step_codec.decode(new.steps, gaps, new.codec)
             old = step_codec.encode(stream, gaps, step_codec.LZMA_INT8)
