@@ -51,7 +51,7 @@ def merge(
     trained_dir = run_dir / "adapter"
     config, init_pairs = read_adapter(init_dir / "adapter")
     trained_config, trained_pairs = read_adapter(trained_dir)
-    refuse_other_settings(trained_config, config, trained_dir)
+    refuse_other_settings(trained_config, config, trained_pairs, init_pairs, trained_dir)
     refuse_non_finite(trained_pairs, trained_dir)
     scale = config.scale
     target = Path(rebuild_base) if rebuild_base is not None else Path(output_dir)
@@ -76,13 +76,22 @@ def merge(
     return result
 
 
-def refuse_other_settings(trained: AdapterConfig, initial: AdapterConfig, adapter_dir: Path) -> None:
-    """The exact rebuild and the merge both use init's scale: an adapter trained with another rank
-    or scale would merge as something it is not."""
+def refuse_other_settings(trained: AdapterConfig, initial: AdapterConfig, trained_pairs: dict, init_pairs: dict, adapter_dir: Path) -> None:
+    """The exact rebuild and the merge both use init's scale and modules: an adapter trained with
+    another rank or scale, or over other modules, would merge as something it is not."""
     if (trained.rank, trained.scale) != (initial.rank, initial.scale):
         raise MismatchError(f"the adapter in {adapter_dir} has rank {trained.rank} and scale {trained.scale:g}, but init wrote rank "
                             f"{initial.rank} and scale {initial.scale:g}; train from this init's adapter (sclora train) without "
                             "changing r or lora_alpha.")
+    for module, start in init_pairs.items():
+        pair = trained_pairs.get(module)
+        if pair is None or pair.a.shape != start.a.shape or pair.b.shape != start.b.shape:
+            raise MismatchError(f"the adapter in {adapter_dir} has no factors of init's shapes for {module}; train from this "
+                                "init's adapter (sclora train) without changing its target modules.")
+    extra = sorted(set(trained_pairs) - set(init_pairs))
+    if extra:
+        raise MismatchError(f"the adapter in {adapter_dir} adapts {len(extra)} modules init did not (e.g. {extra[0]}); train from "
+                            "this init's adapter (sclora train) without changing its target modules.")
 
 
 def refuse_non_finite(pairs: dict[str, LoraPair], adapter_dir: Path) -> None:
@@ -159,8 +168,9 @@ def write_lora_export(out_dir: Path, init_pairs, trained_pairs, config: AdapterC
         trained = trained_pairs[module]
         b, a = lora_against_base(trained.b.float(), trained.a.float(), start.b.float(), start.a.float())
         pairs[module] = LoraPair(a=a.contiguous(), b=b.contiguous())
-    rank = 2 * config.rank  # alpha' = 2 r s gives the scale s with the plain alpha' / r' PEFT applies
-    write_adapter(out_dir, pairs, rank, rank * config.scale, init_manifest.model.id)
+    rank = 2 * config.rank  # alpha' / r' = s: PEFT applies the same scale to the rank-2r factors
+    alpha = rank * config.scale if config.rslora else 2 * config.alpha  # written without use_rslora
+    write_adapter(out_dir, pairs, rank, alpha, init_manifest.model.id)
 
 
 def report(manifest: Manifest, target: Path) -> None:

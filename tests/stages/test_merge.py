@@ -138,3 +138,25 @@ def test_a_merge_process_imports_neither_peft_nor_transformers(fp32_trained, tmp
     statement = f"from sclora_tools import merge; merge({str(fp32_trained.trained)!r}, {str(tmp_path / 'out')!r}, progress=False)"
     assert heavy_imports_of(statement) == []
     assert (tmp_path / "out" / "lora" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("damage", ["a module less", "a module more", "another width"])
+def test_an_adapter_over_other_modules_is_refused_and_nothing_written(damage, fp32_trained, tmp_path):
+    trained = fresh_copy(fp32_trained.trained, tmp_path)
+    path = trained / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(path)
+    a_key = sorted(k for k in tensors if k.endswith(".lora_A.weight"))[0]
+    b_key = a_key.replace(".lora_A.", ".lora_B.")
+    if damage == "a module less":
+        del tensors[a_key], tensors[b_key]
+    elif damage == "a module more":
+        for key in (a_key, b_key):
+            tensors[key.replace("layers.0", "layers.7")] = tensors[key].clone()
+    else:
+        tensors[a_key] = torch.cat([tensors[a_key], tensors[a_key][:, :1]], dim=1)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    manifest = read_manifest(trained, "train")
+    write_manifest(trained, {k: v for k, v in manifest.items() if k != "files"})
+    with pytest.raises(MismatchError, match="modules" if damage != "another width" else "shapes"):
+        merge(trained, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
