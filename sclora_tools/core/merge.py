@@ -11,16 +11,17 @@ def adapter_delta(b: torch.Tensor, a: torch.Tensor, b_init: torch.Tensor, a_init
     """s (B A - B_init A_init) in float64, worked out in place in the first product (a d_out x d_in
     float64 tensor is 0.1-0.9 GB at 7B-70B shapes: each temporary is a pass over memory).
 
-    Computed as (B_init A_init - B A) (-s): the same bits wherever the delta is not zero, and -0.0
-    where it is, so that W0 + delta keeps W0's own bits there, -0.0 included (+0.0 would turn a
-    -0.0 weight into +0.0)."""
+    Computed as (B_init A_init - B A) (-s): the same bits as s (B A - B_init A_init) wherever the
+    delta is not zero, and -0.0 wherever the two products have the same bits (an untrained entry),
+    so that W0 + delta keeps W0's own bits there, -0.0 included (+0.0 would turn a -0.0 weight
+    into +0.0)."""
     delta = b_init.double() @ a_init.double()
     return delta.sub_(b.double() @ a.double()).mul_(-scale)
 
 
 def merged_weight(w0: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """W0 + delta in W0's dtype, summed into `delta` (which it consumes; W0 widens exactly inside the
-    add). A zero delta (untrained adapter) gives W0 bit for bit."""
+    add). The delta of an untrained adapter gives W0 bit for bit."""
     return exact.to_dtype(delta.add_(w0), w0.dtype)
 
 

@@ -91,7 +91,8 @@ def write_adapter(
 class AdapterConfig:
     """What the stages read from a PEFT LoRA adapter_config.json, read without importing peft
     (seconds and ~170 MB of a merge). Settings that change what B A means and that the stages
-    do not apply (DoRA, per-module ranks or alphas) are refused when read."""
+    do not apply (DoRA, lora_bias, fan_in_fan_out, per-module ranks or alphas) are refused when
+    read."""
 
     rank: int
     alpha: float
@@ -118,21 +119,34 @@ class AdapterConfig:
     @classmethod
     def from_dict(cls, raw: dict, path: Path) -> AdapterConfig:
         refuse_unsupported(raw, path)
-        rank, alpha, targets = raw.get("r"), raw.get("lora_alpha"), raw.get("target_modules")
+        rank, alpha = raw.get("r"), raw.get("lora_alpha")
         if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
-            raise InputError(f"{path} has r = {rank!r}; a LoRA adapter needs a positive integer rank.")
+            raise InputError(f"{path} has r = {rank!r}, not a positive integer rank; restore the adapter or re-run the stage that wrote it.")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-            raise InputError(f"{path} has lora_alpha = {alpha!r}; a LoRA adapter needs a positive number.")
-        targets = (targets,) if isinstance(targets, str) else tuple(targets or ())
-        return cls(rank=rank, alpha=float(alpha), target_modules=targets, base_model=raw.get("base_model_name_or_path"),
-                   rslora=bool(raw.get("use_rslora", False)))
+            raise InputError(f"{path} has lora_alpha = {alpha!r}, not a positive number; restore the adapter or re-run the stage "
+                             "that wrote it.")
+        return cls(rank=rank, alpha=float(alpha), target_modules=target_modules(raw.get("target_modules"), path),
+                   base_model=raw.get("base_model_name_or_path"), rslora=bool(raw.get("use_rslora", False)))
+
+
+def target_modules(value, path: Path) -> tuple[str, ...]:
+    """PEFT writes a list of names, or one string (a regex) for its own patterns."""
+    if isinstance(value, str):
+        return (value,)
+    if value is None or (isinstance(value, list) and all(isinstance(name, str) for name in value)):
+        return tuple(value or ())
+    raise InputError(f"{path} has target_modules = {value!r}, not a list of module names; restore the adapter or re-run the "
+                     "stage that wrote it.")
 
 
 def refuse_unsupported(raw: dict, path: Path) -> None:
-    if raw.get("peft_type", "LORA") != "LORA":
-        raise InputError(f"{path} is a {raw['peft_type']} adapter; sclora reads LoRA adapters only (peft_type LORA).")
-    if raw.get("use_dora"):
-        raise InputError(f"{path} is a DoRA adapter (use_dora); sclora merges plain LoRA adapters: train without DoRA.")
+    """Settings that change what B A means, which the stages do not apply."""
+    peft_type = raw.get("peft_type", "LORA")
+    if peft_type != "LORA":
+        raise InputError(f"{path} has peft_type {peft_type!r}; sclora reads LoRA adapters only (peft_type LORA).")
+    for key, what in (("use_dora", "DoRA"), ("lora_bias", "a bias on lora_B"), ("fan_in_fan_out", "transposed (Conv1D) weights")):
+        if raw.get(key):
+            raise InputError(f"{path} sets {key} ({what}), which sclora does not apply; train without {key}.")
     for key in ("rank_pattern", "alpha_pattern"):
         if raw.get(key):
             raise InputError(f"{path} sets {key} (per-module ranks or alphas), which sclora does not apply; "

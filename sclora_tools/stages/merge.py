@@ -80,9 +80,9 @@ def refuse_other_settings(trained: AdapterConfig, initial: AdapterConfig, traine
     """The exact rebuild and the merge both use init's scale and modules: an adapter trained with
     another rank or scale, or over other modules, would merge as something it is not."""
     if (trained.rank, trained.scale) != (initial.rank, initial.scale):
-        raise MismatchError(f"the adapter in {adapter_dir} has rank {trained.rank} and scale {trained.scale:g}, but init wrote rank "
-                            f"{initial.rank} and scale {initial.scale:g}; train from this init's adapter (sclora train) without "
-                            "changing r or lora_alpha.")
+        raise MismatchError(f"the adapter in {adapter_dir} has r {trained.rank}, lora_alpha {trained.alpha!r}, use_rslora "
+                            f"{trained.rslora}, but init wrote r {initial.rank}, lora_alpha {initial.alpha!r}, use_rslora {initial.rslora}; "
+                            "train from this init's adapter (sclora train) without changing r, lora_alpha or use_rslora.")
     for module, start in init_pairs.items():
         pair = trained_pairs.get(module)
         if pair is None or pair.a.shape != start.a.shape or pair.b.shape != start.b.shape:
@@ -168,9 +168,8 @@ def write_lora_export(out_dir: Path, init_pairs, trained_pairs, config: AdapterC
         trained = trained_pairs[module]
         b, a = lora_against_base(trained.b.float(), trained.a.float(), start.b.float(), start.a.float())
         pairs[module] = LoraPair(a=a.contiguous(), b=b.contiguous())
-    rank = 2 * config.rank  # alpha' / r' = s: PEFT applies the same scale to the rank-2r factors
-    alpha = rank * config.scale if config.rslora else 2 * config.alpha  # written without use_rslora
-    write_adapter(out_dir, pairs, rank, alpha, init_manifest.model.id)
+    # 2 alpha / 2 r: the same scale (init never writes use_rslora; an edited config fails the W0 check)
+    write_adapter(out_dir, pairs, 2 * config.rank, 2 * config.alpha, init_manifest.model.id)
 
 
 def report(manifest: Manifest, target: Path) -> None:

@@ -65,14 +65,19 @@ def test_a_peft_written_config_reads_with_the_scale_peft_applies(tmp_path, rank,
     model.save_pretrained(str(tmp_path / "peft"))
     config = AdapterConfig.read(tmp_path / "peft")
     assert (config.rank, config.alpha, config.target_modules, config.rslora) == (rank, alpha, ("proj",), rslora)
-    assert config.scale == pytest.approx(model.base_model.model.proj.scaling["default"], rel=1e-15)
+    assert config.scale == model.base_model.model.proj.scaling["default"]
 
 
 @pytest.mark.parametrize("change, named", [
     ({"use_dora": True}, "DoRA"),
+    ({"lora_bias": True}, "lora_bias"),
+    ({"fan_in_fan_out": True}, "fan_in_fan_out"),
+    ({"target_modules": 5}, "target_modules"),
+    ({"target_modules": ["q_proj", 3]}, "target_modules"),
+    ({"peft_type": None}, "peft_type None"),
     ({"rank_pattern": {"q_proj": 8}}, "rank_pattern"),
     ({"alpha_pattern": {"q_proj": 8}}, "alpha_pattern"),
-    ({"peft_type": "IA3"}, "IA3 adapter"),
+    ({"peft_type": "IA3"}, "peft_type 'IA3'"),
     ({"r": 0}, "positive integer rank"),
     ({"r": "4"}, "positive integer rank"),
     ({"r": True}, "positive integer rank"),
