@@ -28,6 +28,12 @@ def source_bytes(model_dir: Path) -> dict[str, bytes]:
     return {name: exact.bit_view(reader.read(name)).numpy().tobytes() for name in reader.names}
 
 
+def rehash(artefact: Path, kind: str) -> None:
+    """Record the edited files' hashes, as someone rewriting the manifest after an edit would."""
+    manifest = read_manifest(artefact, kind)
+    write_manifest(artefact, {k: v for k, v in manifest.items() if k != "files"})
+
+
 @pytest.mark.parametrize("model_name", ["tiny_fp32", "tiny_bf16", "tiny_fp16"])
 def test_rebuilt_base_is_byte_identical_across_thread_counts_and_matmul_orders(model_name, request, small_run, tmp_path, monkeypatch):
     model_dir = request.getfixturevalue(model_name)
@@ -100,8 +106,7 @@ def test_tampering_is_caught_by_the_rebuild_even_when_the_manifest_is_rewritten(
     tensors[key] = tensors[key].clone()
     tensors[key].view(-1)[0] = torch.nextafter(tensors[key].view(-1)[0], torch.tensor(1.0))
     save_file(tensors, str(path), metadata={"format": "pt"})
-    manifest = read_manifest(run, "init")
-    write_manifest(run, {k: v for k, v in manifest.items() if k != "files"})
+    rehash(run, "init")
     with pytest.raises(VerificationError, match="does not match the source"):
         merge(run, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
@@ -125,8 +130,7 @@ def test_an_adapter_trained_with_another_scale_is_refused_and_nothing_written(ch
     trained = fresh_copy(fp32_trained.trained, tmp_path)
     config = trained / "adapter" / "adapter_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
-    manifest = read_manifest(trained, "train")
-    write_manifest(trained, {k: v for k, v in manifest.items() if k != "files"})
+    rehash(trained, "train")
     with pytest.raises(MismatchError, match="without changing r, lora_alpha or use_rslora"):
         merge(trained, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
@@ -155,8 +159,7 @@ def test_an_adapter_over_other_modules_is_refused_and_nothing_written(damage, fp
     else:
         tensors[a_key] = torch.cat([tensors[a_key], tensors[a_key][:, :1]], dim=1)
     save_file(tensors, str(path), metadata={"format": "pt"})
-    manifest = read_manifest(trained, "train")
-    write_manifest(trained, {k: v for k, v in manifest.items() if k != "files"})
+    rehash(trained, "train")
     with pytest.raises(MismatchError, match={"a module less": "no factors", "a module more": "adapts 1 modules init did not",
                                              "another width": "no factors of init's shapes"}[damage]):
         merge(trained, tmp_path / "out", progress=False)
