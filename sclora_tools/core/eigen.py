@@ -5,23 +5,32 @@ matrix lives, so a GPU's eigh when the weights are there). `krylov_top` only mul
 matrix with thin blocks: block Lanczos from a seeded Gaussian block of b > r columns, full
 re-orthogonalisation (classical Gram-Schmidt, twice), Rayleigh-Ritz on the whole Krylov space
 every time it has grown by a fifth, all in float64. It returns Ritz pairs only with a
-certificate that they span the subspace the dense solver would return:
+certificate that their reward R = theta_1 + .. + theta_r (= tr(V^T M V) of the returned
+vectors) is within REWARD_TOLERANCE of the best, lambda_1 + .. + lambda_r, which is what SC-LoRA
+maximises and what the dense solver returns:
 
-    Davis-Kahan sin-theta (residual form): ||sin Theta(U, X_r)||_F <= ||R||_F / delta, where
-    R = M U - U diag(theta_1..theta_r) are the top r Ritz residuals and delta separates theta_r
-    from the rest of the spectrum. The rest's top, lambda_{r+1}, is estimated from the Krylov
-    space as theta_{r+1} + rho_{r+1} (the (r+1)-th Ritz value plus its residual norm).
+    Take the top k >= r Ritz vectors Q (residuals R = M Q - Q Theta) and tau >= the top of M on
+    the complement of span(Q). For any orthonormal V = Q C + Q_perp S (s = ||S||_F^2),
+    tr(V^T M V) <= sum_{i<=r} theta_i - s (theta_r - tau) + 2 sqrt(s) ||R||_F, whose maximum over
+    s is ||R||_F^2 / (theta_r - tau). By Ky Fan, the best reward is such a trace, so
+        0 <= sum_{i<=r} lambda_i - sum_{i<=r} theta_i <= ||R_k||_F^2 / (theta_r - tau_k),
+    and, theta_i <= lambda_i being Cauchy's interlacing, each theta_i is within that bound too.
+    tau_k is estimated from the Krylov space as theta_{k+1} + rho_{k+1} (the next Ritz value plus
+    its residual norm); the cut k is the one in r..b that gives the smallest bound.
 
-The block has more columns than r, so an eigenvalue cluster that straddles r and r+1 shows up
-as theta_r ~ theta_{r+1} (no gap: no certificate) even when it is exactly repeated. When the bound
-does not reach the tolerance before the space fills half the dimension, `krylov_top` returns
-None and the caller solves densely.
+The cut may lie below r: a cluster straddling r and r + 1 (where the r-th vector is not unique,
+and any choice of it gives the same reward) is certified by cutting below the cluster. Where the
+true r-th gap g = lambda_r - lambda_{r+1} is open, the same bound holds the subspace too:
+||sin Theta||_F^2 <= bound / g. When no cut reaches the tolerance before the space fills half
+the dimension (the top of the spectrum crowded beyond the block), `krylov_top` returns None and
+the caller solves densely.
 
 When it pays: on calibration covariances (dCov at beta = 0.5 has large negative eigenvalues and
-relative gaps of 1e-4 at r = 16..64) the certificate is reached at 15-20 blocks. Past about half
-the dimension the Rayleigh-Ritz solves cost as much as one dense eigh, so Krylov is tried only
-where the dense problem has at least KRYLOV_DIM_PER_BLOCK x b dimensions: r = 16 from d ~ 640,
-r = 64 from d ~ 2600 (so at 4096, Llama-2-7B's width), r = 128 from d ~ 5100 (70B's 8192).
+relative gaps of 1e-4 at r = 16..64) the certificate is reached at 7-13 blocks (where a
+sin-theta certificate of the subspace needed 12-20). Past about half the dimension the
+Rayleigh-Ritz solves cost as much as one dense eigh, so Krylov is tried only where the dense
+problem has at least KRYLOV_DIM_PER_BLOCK x b dimensions: r = 64 from d ~ 1,900 (so at 2048 and
+at Llama-2-7B's 4096), r = 128 from d ~ 3,800.
 """
 
 from __future__ import annotations
@@ -31,8 +40,8 @@ from dataclasses import dataclass
 
 import torch
 
-SIN_THETA_TOLERANCE = 1e-6  # below B_init's own exact-grid quantum, 2^-21 ~ 4.8e-7 per entry
-KRYLOV_DIM_PER_BLOCK = 32  # Krylov where the dense problem has >= 32 blocks' worth of dimensions
+REWARD_TOLERANCE = 1e-7  # relative to |R|: ten times under the 1e-6 asked of the fast path, as tau_k is estimated
+KRYLOV_DIM_PER_BLOCK = 24  # Krylov where the dense problem has >= 24 blocks' worth of dimensions
 KRYLOV_MIN_DIM = 1024  # below this a dense eigh costs tens of milliseconds: not worth a try
 CHECK_FROM_BLOCKS = 8  # the certificate never holds this early on covariance spectra
 CHECK_GROWTH = 1.2
@@ -42,14 +51,22 @@ GAP_FLOOR = 1e-12  # a gap below this share of the spectrum's width is no gap
 @dataclass(frozen=True)
 class Eigenpairs:
     """values: descending (r,), vectors: orthonormal columns (d x r), both float64. `solver` says
-    which solver produced them; `sin_theta_bound` is the Krylov certificate (0 for dense)."""
+    which solver produced them; `reward_bound` is the Krylov certificate (0 for dense): the best
+    reward exceeds values.sum() by at most this. `cut_vectors` (d x k, k >= r, the first r are
+    `vectors`) are the pairs the certificate was taken over and `rest_bound` estimates the top of
+    the spectrum beyond them; None where the cut is at r."""
 
     values: torch.Tensor
     vectors: torch.Tensor
     solver: str
-    sin_theta_bound: float = 0.0
+    reward_bound: float = 0.0
     krylov_dim: int = 0
-    rest_bound: float = math.inf  # estimated top of the rest of the spectrum: theta_{r+1} + rho_{r+1}
+    rest_bound: float = math.inf
+    cut_vectors: torch.Tensor | None = None
+
+    @property
+    def certified_span(self) -> torch.Tensor:
+        return self.vectors if self.cut_vectors is None else self.cut_vectors
 
 
 class DenseOperator:
@@ -194,35 +211,51 @@ class KrylovSpace:
 class RitzCheck:
     values: torch.Tensor
     vectors: torch.Tensor
-    sin_theta_bound: float
+    reward_bound: float
     rest_bound: float
+    cut_vectors: torch.Tensor
+
+    def relative_bound(self) -> float:
+        """The bound over the smallest |best reward| it allows (inf when that could be 0)."""
+        room = abs(float(self.values.sum())) - self.reward_bound
+        return self.reward_bound / room if room > 0 else math.inf
 
 
-def davis_kahan(vectors: torch.Tensor, image: torch.Tensor, theta: torch.Tensor, rank: int, rest: float | None = None,
-                width: float = 1.0) -> RitzCheck:
-    """Ritz pairs (theta, vectors), image = M vectors, at least r + 1 of them unless `rest` (an
-    estimate of lambda_{r+1}) is given: ||sin Theta||_F <= ||R_r||_F / (theta_r - rest), with
-    rest = theta_{r+1} + rho_{r+1} by default. Infinite when there is no gap."""
-    residual = image - vectors * theta[: vectors.shape[1]]
+def reward_check(vectors: torch.Tensor, image: torch.Tensor, theta: torch.Tensor, rank: int, rest: float | None = None,
+                 width: float = 1.0) -> RitzCheck:
+    """Ritz pairs (theta descending, vectors, image = M vectors; m >= r columns): the reward bound
+    of the module docstring at the best cut k in r..m-1, with tau_k = theta_{k+1} + rho_{k+1}.
+    With `rest` (an estimate of the top beyond all m columns) the cut is at m. A gap below
+    GAP_FLOOR of the spectrum's width counts as none: the bound is then infinite."""
+    m = vectors.shape[1]
+    norms = (image - vectors * theta[:m]).norm(dim=0)
+    captured = norms.square().cumsum(0)  # captured[k - 1] = ||R_k||_F^2
     if rest is None:
-        rest = float(theta[rank] + residual[:, rank].norm())
-    gap = float(theta[rank - 1]) - rest
-    bound = float(residual[:, :rank].norm()) / gap if gap > GAP_FLOOR * width else math.inf
-    return RitzCheck(values=theta[:rank], vectors=vectors[:, :rank], sin_theta_bound=bound, rest_bound=rest)
+        cuts, rests = torch.arange(rank, m), (theta[rank:m] + norms[rank:m])
+    else:
+        cuts, rests = torch.tensor([m]), torch.tensor([rest], dtype=theta.dtype, device=theta.device)
+    gaps = theta[rank - 1] - rests
+    bounds = torch.where(gaps > GAP_FLOOR * width, captured[cuts - 1] / gaps.clamp_min(math.ulp(0.0)), math.inf)
+    best = int(torch.argmin(bounds)) if bounds.numel() else 0
+    bound = float(bounds[best]) if bounds.numel() else math.inf
+    cut = int(cuts[best]) if cuts.numel() else m
+    return RitzCheck(values=theta[:rank], vectors=vectors[:, :rank], reward_bound=bound,
+                     rest_bound=float(rests[best]) if rests.numel() else math.inf, cut_vectors=vectors[:, :cut])
 
 
-def rayleigh_ritz(space: KrylovSpace, rank: int) -> RitzCheck:
-    """Top-r Ritz pairs of the space and their Davis-Kahan bound (module docstring)."""
+def rayleigh_ritz(space: KrylovSpace, rank: int, columns: int) -> RitzCheck:
+    """Top-r Ritz pairs of the space and their reward bound over cuts up to `columns` (the
+    block's width: Ritz pairs further down have not converged enough to cut at)."""
     theta, y = torch.linalg.eigh(space.projected)
     theta, y = theta.flip(0), y.flip(1)
-    top = y[:, : rank + 1]
-    return davis_kahan(space.basis @ top, space.image @ top, theta, rank, width=float(theta[0] - theta[-1]) or 1.0)
+    top = y[:, : min(columns + 1, space.dim)]
+    return reward_check(space.basis @ top, space.image @ top, theta, rank, width=float(theta[0] - theta[-1]) or 1.0)
 
 
-def krylov_top(operator, rank: int, *, seed: int = 0, tolerance: float = SIN_THETA_TOLERANCE,
+def krylov_top(operator, rank: int, *, seed: int = 0, tolerance: float = REWARD_TOLERANCE,
                max_dim: int | None = None) -> Eigenpairs | None:
-    """Certified top-r eigenpairs by block Lanczos, or None when not certified within max_dim.
-    The certificate is checked once the space holds CHECK_FROM_BLOCKS blocks, then whenever it
+    """Top-r eigenpairs by block Lanczos with a certified reward, or None when not certified within
+    max_dim (`tolerance` is relative to the reward). The certificate is checked once the space holds CHECK_FROM_BLOCKS blocks, then whenever it
     has grown by CHECK_GROWTH (each check costs an eigh of the projected matrix)."""
     max_dim = krylov_budget(operator) if max_dim is None else max_dim
     columns = min(block_size(rank), operator.dim)
@@ -230,17 +263,17 @@ def krylov_top(operator, rank: int, *, seed: int = 0, tolerance: float = SIN_THE
     next_check, checked = min(CHECK_FROM_BLOCKS * columns, operator.dim), 0
     while True:
         if space.dim >= next_check:
-            found, checked = certified(space, rank, tolerance), space.dim
+            found, checked = certified(space, rank, columns, tolerance), space.dim
             if found is not None:
                 return found
             next_check = int(space.dim * CHECK_GROWTH)
         if not space.grow():
-            return None if checked == space.dim else certified(space, rank, tolerance)
+            return None if checked == space.dim else certified(space, rank, columns, tolerance)
 
 
-def certified(space: KrylovSpace, rank: int, tolerance: float) -> Eigenpairs | None:
-    check = rayleigh_ritz(space, rank)
-    if check.sin_theta_bound > tolerance:
+def certified(space: KrylovSpace, rank: int, columns: int, tolerance: float) -> Eigenpairs | None:
+    check = rayleigh_ritz(space, rank, columns)
+    if not check.relative_bound() <= tolerance:
         return None
-    return Eigenpairs(values=check.values, vectors=check.vectors, solver="krylov",
-                      sin_theta_bound=check.sin_theta_bound, krylov_dim=space.dim, rest_bound=check.rest_bound)
+    return Eigenpairs(values=check.values, vectors=check.vectors, solver="krylov", reward_bound=check.reward_bound,
+                      krylov_dim=space.dim, rest_bound=check.rest_bound, cut_vectors=check.cut_vectors)

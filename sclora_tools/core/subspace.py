@@ -9,6 +9,7 @@ the covariances' device (a GPU's eigh when they live there).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from dataclasses import dataclass
@@ -20,11 +21,14 @@ from . import eigen
 
 @dataclass(frozen=True)
 class Subspace:
-    """An r-dim subspace of the output space: orthonormal basis (d_out x r), eigenvalues desc."""
+    """An r-dim subspace of the output space: orthonormal basis (d_out x r), eigenvalues desc.
+    `reward_bound`: how far R(S) = eigenvalues.sum() may fall short of the best (Krylov's
+    certificate, core.eigen; 0 for a dense eigh)."""
 
     basis: torch.Tensor
     eigenvalues: torch.Tensor
     solver: str = "eigh"
+    reward_bound: float = 0.0
 
 
 def output_covariance(weight: torch.Tensor, input_cov: torch.Tensor) -> torch.Tensor:
@@ -99,7 +103,7 @@ def select_subspace(
     inner = delta_covariance(cov_pos, cov_neg, beta)
     w = weight.to(device=inner.device, dtype=torch.float64)
     chosen = (certified_krylov(w, inner, side, rank) if krylov_can_certify(beta) else None) or dense_subspace(w, inner, side, rank)
-    return Subspace(basis=chosen.basis.to(weight.device), eigenvalues=chosen.eigenvalues.to(weight.device), solver=chosen.solver)
+    return dataclasses.replace(chosen, basis=chosen.basis.to(weight.device), eigenvalues=chosen.eigenvalues.to(weight.device))
 
 
 def certified_krylov(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace | None:
@@ -116,7 +120,7 @@ def krylov_subspace(operator, rank: int) -> Subspace | None:
     found = eigen.krylov_top(operator, rank)
     if found is None:
         return None
-    return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver="krylov")
+    return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver="krylov", reward_bound=found.reward_bound)
 
 
 def krylov_can_certify(beta: float) -> bool:
@@ -179,23 +183,23 @@ def gram_factor(weight: torch.Tensor) -> torch.Tensor | None:
 
 
 def certified_lift(weight, inner, factor, found: eigen.Eigenpairs, rank: int, solver: str) -> Subspace | None:
-    """Map K's eigenvectors y back by U y = W L^-T y, re-orthonormalise, and certify the result
-    against W dCov W^T itself: its residuals are measured there, so the Cholesky's squared
-    condition number only enters through the estimate of lambda_{r+1}. None when the r-th
-    eigenvalue is not positive (the zero eigenvalues of W dCov W^T would join the top r) or the
-    certificate fails."""
+    """Map K's eigenvectors y (the k >= r the certificate was taken over) back by U y = W L^-T y,
+    re-orthonormalise, and certify the result's reward against W dCov W^T itself: its residuals
+    are measured there, so the Cholesky's squared condition number only enters through the
+    estimate of the top beyond the k. None when the r-th eigenvalue is not positive (the zero
+    eigenvalues of W dCov W^T would join the top r) or the certificate fails."""
     if float(found.values[-1]) <= 0.0:
         return None
-    mapped = weight @ torch.linalg.solve_triangular(factor.T, found.vectors, upper=True)
+    mapped = weight @ torch.linalg.solve_triangular(factor.T, found.certified_span, upper=True)
     basis = torch.linalg.qr(mapped)[0]
     image = weight @ (inner @ (weight.T @ basis))
     theta, rotation = torch.linalg.eigh(symmetrize(basis.T @ image))
     theta, rotation = theta.flip(0), rotation.flip(1)
-    check = eigen.davis_kahan(basis @ rotation, image @ rotation, theta, rank, rest=max(found.rest_bound, 0.0),
-                              width=float(theta.abs().max()) or 1.0)
-    if check.sin_theta_bound > eigen.SIN_THETA_TOLERANCE:
+    check = eigen.reward_check(basis @ rotation, image @ rotation, theta, rank, rest=max(found.rest_bound, 0.0),
+                               width=float(theta.abs().max()) or 1.0)
+    if not check.relative_bound() <= eigen.REWARD_TOLERANCE:
         return None
-    return Subspace(basis=fix_signs(check.vectors), eigenvalues=check.values, solver=solver)
+    return Subspace(basis=fix_signs(check.vectors), eigenvalues=check.values, solver=solver, reward_bound=check.reward_bound)
 
 
 def dense_subspace(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace:

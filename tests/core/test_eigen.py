@@ -1,7 +1,8 @@
 """core.eigen: the certified block-Krylov solver returns the subspace a full eigh returns (reward
-R(S) = tr(Q^T M Q) within 1e-6 relative, projectors within the certified bound) on spectra with
-negative and clustered eigenvalues, refuses (so the caller falls back to eigh) when the r-th gap
-is not resolved, and select_subspace uses it only where r << d, with the same answer."""
+R(S) = tr(Q^T M Q) within 1e-6 relative, and within its certified bound; eigenvalues within the
+bound; where the r-th gap is open, the subspace within sqrt(bound / gap)) on spectra with
+negative and clustered eigenvalues, refuses (so the caller falls back to eigh) when no gap below
+the top r is resolved, and select_subspace uses it only where r << d, with the same answer."""
 
 from __future__ import annotations
 
@@ -33,14 +34,32 @@ def sin_theta(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def assert_same_subspace(found: eigen.Eigenpairs, matrix: torch.Tensor, rank: int) -> None:
-    exact = eigen.dense_top(matrix, rank)
-    best = float(exact.values.sum())
-    assert abs(reward(found.vectors, matrix) - best) <= 1e-6 * abs(best)
-    assert torch.allclose(found.values, exact.values, rtol=1e-9, atol=1e-9 * float(matrix.abs().max()))
+    """The certificate's promises, checked against a full eigh: the reward falls short of the best
+    by no more than the bound (itself within the tolerance), each eigenvalue too, and the subspace
+    is the dense one within sqrt(bound / gap) wherever the r-th gap is open."""
+    every = torch.linalg.eigvalsh(matrix).flip(0)
+    best, rounding = float(every[:rank].sum()), 1e-12 * float(matrix.abs().max()) * rank
+    shortfall = best - reward(found.vectors, matrix)
+    assert -rounding <= shortfall <= found.reward_bound + rounding
+    assert found.reward_bound <= eigen.REWARD_TOLERANCE * abs(best) and shortfall <= 1e-6 * abs(best)
+    short = every[:rank] - found.values
+    assert bool((short >= -rounding).all()) and bool((short <= found.reward_bound + rounding).all())
     assert torch.allclose(found.vectors.T @ found.vectors, torch.eye(rank, dtype=F64), atol=1e-12)
-    # the certificate is an upper bound on the true angle, and it met the tolerance
-    assert sin_theta(found.vectors, exact.vectors) <= max(found.sin_theta_bound, 1e-12) * 1.0001
-    assert found.sin_theta_bound <= eigen.SIN_THETA_TOLERANCE
+    gap = float(every[rank - 1] - every[rank])
+    if gap > 1e-9:
+        exact = eigen.dense_top(matrix, rank)
+        assert sin_theta(found.vectors, exact.vectors) ** 2 <= (found.reward_bound + rounding) / gap * 1.0001
+
+
+def assert_same_answer(chosen: subspace.Subspace, dense: subspace.Subspace, matrix: torch.Tensor, rank: int) -> None:
+    """select_subspace's Krylov answer against the dense one: R(S) short by no more than its
+    certified bound (and 1e-6 relative), the subspace within sqrt(bound / r-th gap)."""
+    best, rounding = reward(dense.basis, matrix), 1e-12 * float(matrix.abs().max()) * rank
+    shortfall = best - reward(chosen.basis, matrix)
+    assert -rounding <= shortfall <= chosen.reward_bound + rounding and shortfall <= 1e-6 * abs(best)
+    every = torch.linalg.eigvalsh(matrix).flip(0)
+    gap = float(every[rank - 1] - every[rank])
+    assert gap > 0 and sin_theta(chosen.basis, dense.basis) ** 2 <= (chosen.reward_bound + rounding) / gap * 1.0001
 
 
 def decaying_with_negative_bulk(dim: int, seed: int) -> torch.Tensor:
@@ -86,13 +105,39 @@ def test_krylov_refuses_when_the_top_is_too_crowded_for_the_budget():
 
 
 @pytest.mark.parametrize("gap", [0.0, 1e-14])
-def test_krylov_refuses_when_the_rth_gap_is_not_resolved(gap):
-    """A cluster straddling r / r+1 (exact or within rounding): no certificate, so None."""
+def test_a_cluster_straddling_r_is_certified_by_cutting_below_it(gap):
+    """A cluster straddling r / r+1 (exact or within rounding): which of its vectors comes r-th is
+    arbitrary and the reward the same, so the cut is put below the cluster and the answer certified."""
     values = [10.0, 9.0, 8.0, 5.0, 5.0 - gap, 5.0 - 2 * gap] + torch.linspace(2.0, -30.0, 394).tolist()
     matrix = with_spectrum(values, seed=4)
+    found = eigen.krylov_top(eigen.DenseOperator(matrix), 4, max_dim=200)
+    assert found is not None and found.cut_vectors.shape[1] >= 6
+    assert_same_subspace(found, matrix, 4)
+    assert found.values.tolist() == pytest.approx([10.0, 9.0, 8.0, 5.0], abs=1e-9)
+
+
+def test_krylov_refuses_when_the_cluster_at_r_is_wider_than_the_block():
+    """Ten equal eigenvalues from r - 1 down: the block (r + 4 columns) cannot reach below them,
+    so no cut has a gap and the dense solver decides."""
+    values = [10.0, 9.0, 8.0] + [5.0] * 10 + torch.linspace(2.0, -30.0, 387).tolist()
+    matrix = with_spectrum(values, seed=4)
     assert eigen.krylov_top(eigen.DenseOperator(matrix), 4, max_dim=200) is None
-    # the same matrix with r = 3 has a clear gap (8 vs 5) and is certified
+    # r = 3 has a clear gap (8 vs 5) and is certified
     assert eigen.krylov_top(eigen.DenseOperator(matrix), 3, max_dim=200) is not None
+
+
+def test_the_bound_catches_ritz_vectors_that_miss_an_eigenvector():
+    """Rayleigh-Ritz on a space that lacks the top eigenvector: the reward falls short by 10 - 8,
+    and the bound (with the true top of the rest) says at least as much."""
+    matrix = with_spectrum([10.0, 9.0, 8.0] + torch.linspace(3.0, -5.0, 97).tolist(), seed=23)
+    values, vectors = torch.linalg.eigh(matrix)
+    values, vectors = values.flip(0), vectors.flip(1)
+    space = torch.linalg.qr(vectors[:, 1:5] + 1e-3 * vectors[:, :1])[0]
+    theta, rotation = torch.linalg.eigh(space.T @ matrix @ space)
+    ritz = space @ rotation.flip(1)
+    check = eigen.reward_check(ritz, matrix @ ritz, theta.flip(0), 2, rest=float(values[0]))
+    assert float(values[:2].sum() - check.values.sum()) <= check.reward_bound
+    assert check.reward_bound >= 0.9 and check.relative_bound() > eigen.REWARD_TOLERANCE
 
 
 def test_krylov_refuses_when_the_budget_is_too_small():
@@ -133,21 +178,18 @@ def test_select_subspace_uses_krylov_where_r_is_small_and_agrees_with_eigh(side,
     inner = subspace.delta_covariance(pos, neg, 0.5)
     dense = subspace.dense_subspace(weight, inner, side, 8)
     matrix = inner if side == "output" else weight @ inner @ weight.T
-    best = reward(dense.basis, matrix)
-    assert abs(reward(chosen.basis, matrix) - best) <= 1e-6 * abs(best)
-    assert sin_theta(chosen.basis, dense.basis) <= 1e-5
+    assert_same_answer(chosen, dense, matrix, 8)
     # the same sign convention as the dense path
     pivots = chosen.basis.abs().argmax(dim=0)
     assert bool((chosen.basis[pivots, torch.arange(8)] > 0).all())
-    assert torch.allclose(chosen.basis, dense.basis, atol=1e-5)
 
 
 def test_select_subspace_falls_back_to_eigh_when_krylov_refuses(small_krylov_threshold):
     weight = torch.randn(400, 400, generator=gen(12), dtype=F64)
-    values = [4.0, 3.0, 2.0, 2.0] + torch.linspace(1.0, -5.0, 396).tolist()  # r = 3 splits the pair at 2.0
+    values = [4.0, 3.0] + [2.0] * 8 + torch.linspace(1.0, -5.0, 390).tolist()  # r = 3 cuts a cluster wider than the block
     cov = with_spectrum(values, seed=13)
     chosen = subspace.select_subspace(weight, cov, torch.zeros_like(cov), "output", 0.0, 3)
-    assert chosen.solver == "eigh"
+    assert chosen.solver == "eigh" and chosen.reward_bound == 0.0
     assert chosen.eigenvalues.tolist() == pytest.approx([4.0, 3.0, 2.0])
 
 
@@ -181,9 +223,6 @@ def test_tall_weights_use_the_reduced_krylov_and_agree_with_eigh(small_krylov_th
         chosen = subspace.select_subspace(weight, pos, neg, "input", 0.5, 8)
         inner = subspace.delta_covariance(pos, neg, 0.5)
         matrix = weight @ inner @ weight.T
-        exact = eigen.dense_top(matrix, 8)
-        best = float(exact.values.sum())
         assert chosen.solver == "krylov"
-        assert abs(reward(chosen.basis, matrix) - best) <= 1e-6 * abs(best)
-        assert sin_theta(chosen.basis, exact.vectors) <= 1e-5
+        assert_same_answer(chosen, subspace.top_eigenpairs(matrix, 8), matrix, 8)
     assert subspace.GRAMS.holds(weight)  # the energy diagnostics reuse W^T W

@@ -63,8 +63,10 @@ def test_where_r_is_small_the_sweep_solves_by_krylov_and_keeps_the_dense_answer(
     assert calls == [True, True, True]  # the dense run tried no Krylov
     for beta, a, b in zip(BETAS, fast, dense, strict=True):
         assert a.objective == pytest.approx(b.objective, rel=1e-6), beta
-        assert a.captured_pos == pytest.approx(b.captured_pos, rel=1e-6, abs=1e-9), beta
-        assert a.captured_neg == pytest.approx(b.captured_neg, rel=1e-6, abs=1e-9), beta
+        # the certificate pins R(S) = (1 - beta) captured+ - beta captured-; each part moves with the
+        # subspace, which it pins only within sqrt(bound / gap) (core.eigen)
+        assert a.captured_pos == pytest.approx(b.captured_pos, rel=1e-5, abs=1e-9), beta
+        assert a.captured_neg == pytest.approx(b.captured_neg, rel=1e-5, abs=1e-9), beta
 
 
 def test_the_dispatched_solver_returns_the_dense_subspace(small_krylov_threshold):
