@@ -9,6 +9,6 @@ from sclora_tools.core import eigen
 
 @pytest.fixture
 def small_krylov_threshold(monkeypatch):
-    """Let 400-dim problems take the Krylov path (the production threshold is 1024), so the
+    """Let 400-dim problems take the Krylov path (the production threshold is 512), so the
     dispatch is tested at a size a test can afford."""
     monkeypatch.setattr(eigen, "KRYLOV_MIN_DIM", 256)
