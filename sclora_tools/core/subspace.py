@@ -102,20 +102,21 @@ def select_subspace(
         raise ValueError(f"side must be 'input' or 'output', got {side!r}")
     inner = delta_covariance(cov_pos, cov_neg, beta)
     w = weight.to(device=inner.device, dtype=torch.float64)
-    chosen = (certified_krylov(w, inner, side, rank) if krylov_can_certify(beta) else None) or dense_subspace(w, inner, side, rank)
+    per_block = krylov_dims_per_block(beta)
+    chosen = (certified_krylov(w, inner, side, rank, per_block) if per_block else None) or dense_subspace(w, inner, side, rank)
     return dataclasses.replace(chosen, basis=chosen.basis.to(weight.device), eigenvalues=chosen.eigenvalues.to(weight.device))
 
 
-def certified_krylov(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace | None:
+def certified_krylov(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int, per_block: int) -> Subspace | None:
     """The block Krylov answer where r << d on a CPU and its certificate holds, else None."""
     if side == "input" and weight.shape[0] > weight.shape[1]:
-        return certified_reduced_krylov(weight, inner, rank)
+        return certified_reduced_krylov(weight, inner, rank, per_block)
     operator = eigen.DenseOperator(inner) if side == "output" else eigen.SandwichOperator(weight, inner)
-    return krylov_subspace(operator, rank)
+    return krylov_subspace(operator, rank, per_block)
 
 
-def krylov_subspace(operator, rank: int) -> Subspace | None:
-    if operator.device.type != "cpu" or not eigen.worth_krylov(operator, rank):
+def krylov_subspace(operator, rank: int, per_block: int) -> Subspace | None:
+    if operator.device.type != "cpu" or not eigen.worth_krylov(operator, rank, per_block):
         return None
     found = eigen.krylov_top(operator, rank)
     if found is None:
@@ -123,24 +124,36 @@ def krylov_subspace(operator, rank: int) -> Subspace | None:
     return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver="krylov", reward_bound=found.reward_bound)
 
 
-def krylov_can_certify(beta: float) -> bool:
-    """At beta = 1 the top of dCov = -Cov- is the crowded bottom of Cov-'s spectrum: no r-th gap
-    is resolved there, so a Krylov try only adds its cost before the dense eigh."""
-    return beta < 1.0
+HIGH_BETA = 0.75
+KRYLOV_DIM_PER_BLOCK_HIGH_BETA = 40
+
+
+def krylov_dims_per_block(beta: float) -> int | None:
+    """How many blocks' worth of dimensions a problem needs for a Krylov try at `beta` (None: no
+    try). As beta grows, -beta Cov- dominates the top of dCov and its spread slows the certificate:
+    measured, 8-13 blocks at beta <= 0.75 and 12-25 above (SmolLM2, a hidden-2048 Llama and a
+    Llama-2-7B-shape block), so above HIGH_BETA Krylov needs twice the room, and where it would not
+    have it a try is mostly wasted (init at beta 0.9: 11-20% slower with the low-beta rule). At
+    beta = 1 the top of dCov = -Cov- is the crowded bottom of Cov-'s spectrum: no gap is resolved
+    there, so there is no try."""
+    if beta >= 1.0:
+        return None
+    return eigen.KRYLOV_DIM_PER_BLOCK if beta <= HIGH_BETA else KRYLOV_DIM_PER_BLOCK_HIGH_BETA
 
 
 def top_eigenpairs_dispatched(matrix: torch.Tensor, rank: int, beta: float) -> Subspace:
     """`top_eigenpairs` of a formed dCov at `beta` by the solver select_subspace would pick for it:
-    certified Krylov where r << d on a CPU and beta < 1, else (or when not certified) a dense eigh."""
-    found = krylov_subspace(eigen.DenseOperator(matrix), rank) if krylov_can_certify(beta) else None
+    certified Krylov where r << d on a CPU (krylov_dims_per_block), else (or when not certified) a dense eigh."""
+    per_block = krylov_dims_per_block(beta)
+    found = krylov_subspace(eigen.DenseOperator(matrix), rank, per_block) if per_block else None
     return found or top_eigenpairs(matrix, rank)
 
 
-def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
+def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int, per_block: int) -> Subspace | None:
     """d_out > d_in: Krylov on the d_in-sized K = L^T dCov L (W^T W = L L^T, the Gram matrix the
     energy diagnostics use anyway), lifted and certified by `certified_lift`. None when any step
     cannot vouch for the answer."""
-    if weight.device.type != "cpu" or not eigen.worth_krylov(eigen.SandwichOperator(weight, inner), rank):
+    if weight.device.type != "cpu" or not eigen.worth_krylov(eigen.SandwichOperator(weight, inner), rank, per_block):
         return None
     factor = gram_factor(weight)
     if factor is None:
@@ -163,7 +176,8 @@ def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: in
 
 
 def reduced_subspace(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
-    """d_out > d_in: the Cholesky route, certified, else the Householder one. The Cholesky route
+    """d_out > d_in: the Cholesky route, certified (its R(S) within core.eigen's REWARD_TOLERANCE of
+    the best, measured on W dCov W^T itself), else the Householder one. The Cholesky route
     needs W^T W (kept for the diagnostics) where the Householder one needs a QR of the tall W and
     R^T R on top: 1.5x faster on SmolLM2's gate/up (1536 x 576). None when K's top r
     hold a negative eigenvalue: the top r of W dCov W^T then split its zero eigenspace, which only

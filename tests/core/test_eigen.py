@@ -117,7 +117,7 @@ def test_a_cluster_straddling_r_is_certified_by_cutting_below_it(gap):
 
 
 def test_krylov_refuses_when_the_cluster_at_r_is_wider_than_the_block():
-    """Ten equal eigenvalues from r - 1 down: the block (r + 4 columns) cannot reach below them,
+    """Ten equal eigenvalues from the r-th down: the block (r + 4 columns) cannot reach below them,
     so no cut has a gap and the dense solver decides."""
     values = [10.0, 9.0, 8.0] + [5.0] * 10 + torch.linspace(2.0, -30.0, 387).tolist()
     matrix = with_spectrum(values, seed=4)
@@ -126,18 +126,36 @@ def test_krylov_refuses_when_the_cluster_at_r_is_wider_than_the_block():
     assert eigen.krylov_top(eigen.DenseOperator(matrix), 3, max_dim=200) is not None
 
 
-def test_the_bound_catches_ritz_vectors_that_miss_an_eigenvector():
-    """Rayleigh-Ritz on a space that lacks the top eigenvector: the reward falls short by 10 - 8,
-    and the bound (with the true top of the rest) says at least as much."""
+def test_the_bound_holds_and_is_not_vacuous_given_the_true_top_of_the_rest():
+    """Ritz pairs of 60 perturbed top-6 eigenspaces, with tau the exact top of the matrix on their
+    complement: the reward of the top 3 falls short of the best by no more than the bound (here
+    6-9% of it), so a bound 100x too small or 100x too large would fail."""
+    ratios = []
+    for seed in range(60):
+        values = torch.cat([torch.tensor([10.0, 9.0, 8.5, 8.0, 7.5, 7.0]), torch.linspace(5.0, -20.0, 54)]).to(F64)
+        matrix = with_spectrum(values, seed=100 + seed)
+        top = torch.linalg.eigh(matrix)[1].flip(1)[:, :6]
+        space = torch.linalg.qr(top + 0.03 * torch.randn(60, 6, generator=gen(seed), dtype=F64))[0]
+        complement = torch.linalg.qr(torch.cat([space, torch.randn(60, 54, generator=gen(seed), dtype=F64)], 1))[0][:, 6:]
+        tau = float(torch.linalg.eigvalsh(complement.T @ matrix @ complement)[-1])
+        theta, rotation = torch.linalg.eigh(space.T @ matrix @ space)
+        ritz = space @ rotation.flip(1)
+        check = eigen.reward_check(ritz, matrix @ ritz, theta.flip(0), 3, rest=tau)
+        ratios.append(float(values[:3].sum() - check.values.sum()) / check.reward_bound)
+    assert 0.0 < min(ratios) and max(ratios) <= 1.0
+    assert max(ratios) >= 0.02
+
+
+def test_a_space_missing_a_top_eigenvector_gets_no_certificate():
+    """Rayleigh-Ritz on a space that lacks the top eigenvector: the top of the rest (10) lies above
+    theta_2, so there is no gap and no bound."""
     matrix = with_spectrum([10.0, 9.0, 8.0] + torch.linspace(3.0, -5.0, 97).tolist(), seed=23)
-    values, vectors = torch.linalg.eigh(matrix)
-    values, vectors = values.flip(0), vectors.flip(1)
-    space = torch.linalg.qr(vectors[:, 1:5] + 1e-3 * vectors[:, :1])[0]
+    vectors = torch.linalg.eigh(matrix)[1].flip(1)
+    space = vectors[:, 1:5]
     theta, rotation = torch.linalg.eigh(space.T @ matrix @ space)
     ritz = space @ rotation.flip(1)
-    check = eigen.reward_check(ritz, matrix @ ritz, theta.flip(0), 2, rest=float(values[0]))
-    assert float(values[:2].sum() - check.values.sum()) <= check.reward_bound
-    assert check.reward_bound >= 0.9 and check.relative_bound() > eigen.REWARD_TOLERANCE
+    check = eigen.reward_check(ritz, matrix @ ritz, theta.flip(0), 2, rest=10.0)
+    assert check.reward_bound == float("inf") and check.relative_bound() == float("inf")
 
 
 def test_krylov_refuses_when_the_budget_is_too_small():
@@ -201,8 +219,24 @@ def test_small_problems_and_large_ranks_stay_on_eigh():
     assert eigen.worth_krylov(big, 16) and not eigen.worth_krylov(big, 200)
 
 
+def test_above_beta_075_krylov_needs_twice_the_room(monkeypatch):
+    """Measured: the certificate takes 8-13 blocks at beta <= 0.75 and 12-25 above, so there a
+    problem needs 40 blocks' worth of dimensions (not 20) for a try, and none at beta = 1."""
+    tried = []
+    monkeypatch.setattr(eigen, "krylov_top", lambda operator, rank, **_: tried.append(operator.dim))
+    matrix = decaying_with_negative_bulk(700, seed=24)  # rank 8: blocks of 12, 58 blocks' worth
+    for beta in (0.5, 0.75, 0.9, 0.99, 1.0):
+        subspace.top_eigenpairs_dispatched(matrix, 8, beta)
+    for beta in (0.5, 0.75, 0.9, 0.99, 1.0):
+        subspace.top_eigenpairs_dispatched(matrix, 24, beta)  # blocks of 30: 23 blocks' worth
+    assert tried == [700] * 4 + [700] * 2
+    assert subspace.krylov_dims_per_block(0.75) == eigen.KRYLOV_DIM_PER_BLOCK
+    assert subspace.krylov_dims_per_block(0.9) == 2 * eigen.KRYLOV_DIM_PER_BLOCK and subspace.krylov_dims_per_block(1.0) is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_on_a_gpu_the_dense_eigh_runs_there_and_agrees_with_the_cpu():
+def test_on_a_gpu_the_dense_eigh_runs_there_and_agrees_with_the_cpu(monkeypatch):
+    monkeypatch.setattr(eigen, "KRYLOV_MIN_DIM", 10**9)  # the CPU side dense too: the same solver on both
     weight = torch.randn(1100, 900, generator=gen(16), dtype=F64)
     pos, neg = low_rank_covariance(900, 1500, 17, 1.5), low_rank_covariance(900, 1500, 18, 1.0)
     on_gpu = subspace.select_subspace(weight, pos.cuda(), neg.cuda(), "input", 0.5, 8)
