@@ -2,7 +2,9 @@
 a >= 1B-parameter Llama built from a config (random weights, no download), then on the embedded
 SmolLM2 when its materialised directory is given, printing the time and peak GPU memory of every
 stage. Calibrate runs twice, in memory and sequentially (one decoder block at a time), in bf16,
-and the two covariances are compared; merge rebuilds W0 and checks it bit for bit.
+and the two covariances are compared; merge rebuilds W0 and checks it bit for bit. After init,
+its I/O floor (issue 13, item 4: read, sha256 and write of the same checkpoint, as
+bench/init_floor.py measures it) is timed, with init's ratio to it and its seconds per target layer.
 
 It runs from the source tree (PYTHONPATH = the repository root, nothing installed), offline, and
 imports nothing of datasets, rouge-score, gguf or matplotlib. `--cpu-smoke` runs the same path on
@@ -14,6 +16,8 @@ Exit status 0 when every stage ran and passed its check; 1 otherwise (the failin
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import resource
 import shutil
@@ -28,6 +32,8 @@ from pathlib import Path
 import peft
 import torch
 import transformers
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
@@ -191,9 +197,36 @@ def compare_covariances(first: Path, second: Path) -> tuple[bool, str]:
     return passed, f"{'equal' if passed else 'FAILED: differ'} to in-memory: max |diff| / max |cov| = {worst:.1e}"
 
 
+def target_layers(run: Path) -> int:
+    return len(json.loads((run / "manifest.json").read_text())["config"]["targets"])
+
+
 def run_init(calib: Path, output: Path, work: Workload) -> tuple[bool, str]:
     manifest = init(calib, output, beta=0.5, rank=work.rank, progress=False)
     return True, f"method {manifest['config']['method']}, rank {work.rank}, {len(manifest['config']['targets'])} layers"
+
+
+def read_hash_write(model: Path, output: Path) -> None:
+    """What any init must at least do: read every tensor of the checkpoint, sha256 it, write it
+    to shards of the same size (bench/init_floor.py's floor, in process)."""
+    output.mkdir(parents=True, exist_ok=True)
+    for path in sorted(model.glob("*.safetensors")):
+        tensors = {}
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                tensor = handle.get_tensor(name)
+                hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+                tensors[name] = tensor
+        save_file(tensors, str(output / path.name), metadata={"format": "pt"})
+
+
+def run_floor(model: Path, output: Path, init_stage: Stage, layers: int) -> tuple[bool, str]:
+    started = time.perf_counter()
+    read_hash_write(model, output)
+    floor = time.perf_counter() - started
+    shutil.rmtree(output, ignore_errors=True)
+    return True, (f"floor {floor:.1f} s; init {init_stage.seconds / floor:.2f}x it, "
+                  f"{init_stage.seconds / max(layers, 1):.3f} s per target layer")
 
 
 def run_train(run: Path, output: Path, work: Workload) -> tuple[bool, str]:
@@ -219,9 +252,11 @@ def check_model(check: Check, label: str, model: Path, work: Path, workload: Wor
         return
     if check.run(f"{label}: calibrate sequential", lambda: run_calibrate(model, sequential_calib, workload, device, "on")):
         check.run(f"{label}: sequential == in-memory", lambda: compare_covariances(calib, sequential_calib))
-    if check.run(f"{label}: init", lambda: run_init(calib, work / f"{label}-run", workload)) and check.run(
-        f"{label}: train", lambda: run_train(work / f"{label}-run", work / f"{label}-trained", workload)
-    ):
+    if not check.run(f"{label}: init", lambda: run_init(calib, work / f"{label}-run", workload)):
+        return
+    init_stage, layers = check.stages[-1], target_layers(work / f"{label}-run")
+    check.run(f"{label}: init vs its I/O floor", lambda: run_floor(model, work / f"{label}-floor", init_stage, layers))
+    if check.run(f"{label}: train", lambda: run_train(work / f"{label}-run", work / f"{label}-trained", workload)):
         check.run(f"{label}: merge + W0 check", lambda: run_merge(work / f"{label}-trained", work / f"{label}-merged"))
 
 

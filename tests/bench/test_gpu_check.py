@@ -5,6 +5,7 @@ machine has none of them), so a module-level import of one of them on that path 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,12 @@ def test_cpu_smoke_runs_every_stage_without_them(without_optional_libraries, tmp
                             capture_output=True, text=True, env=without_optional_libraries, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    for stage in ("build (random bf16)", "calibrate in-memory", "calibrate sequential", "sequential == in-memory", "init", "train",
-                  "merge + W0 check"):
+    for stage in ("build (random bf16)", "calibrate in-memory", "calibrate sequential", "sequential == in-memory", "init",
+                  "init vs its I/O floor", "train", "merge + W0 check"):
         assert any(f"llama-tiny: {stage}" in line and "FAILED" not in line and "skipped" not in line for line in lines), stage
     assert any("llama-tiny: sequential == in-memory" in line and "equal to in-memory: max |diff|" in line for line in lines)
     assert any("W0 check passed" in line for line in lines)
+    assert any(re.search(r"init vs its I/O floor .* floor [0-9.]+ s; init [0-9.]+x it, [0-9.]+ s per target layer", line) for line in lines)
     assert any(line.startswith("smollm2: every stage") and "skipped" in line for line in lines)  # no directory given
     assert lines[-1].endswith("all stages passed")
     assert "Traceback" not in result.stderr and "it/s]" not in result.stdout + result.stderr  # no progress bars
