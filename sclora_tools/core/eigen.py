@@ -33,7 +33,8 @@ relative gaps of 1e-4 at r = 16..64) the certificate is reached at 7-13 blocks (
 sin-theta certificate of the subspace needed 12-20). Past about half the dimension the
 Rayleigh-Ritz solves cost as much as one dense eigh, so Krylov is tried only where the dense
 problem has at least KRYLOV_DIM_PER_BLOCK x b dimensions (and KRYLOV_MIN_DIM): r = 16 from 512
-(so SmolLM2's 576), r = 64 from 1,600 (2048, and Llama-2-7B's 4096), r = 128 from 3,200.
+(so SmolLM2's 576), r = 64 from 1,600 (2048, and Llama-2-7B's 4096), r = 128 from 3,200; above
+beta 0.75 the caller asks for twice that (subspace.krylov_dims_per_block).
 Measured on 2 cores at hidden 2048: 17 blocks' worth of dimensions still certified 3 layers of 5
 and gained 12%; 13 certified none and cost 1.5x the dense eigh.
 """
@@ -244,9 +245,9 @@ def reward_check(vectors: torch.Tensor, image: torch.Tensor, theta: torch.Tensor
     norms = (image - vectors * theta[:m]).norm(dim=0)
     captured = norms.square().cumsum(0)  # captured[k - 1] = ||R_k||_F^2
     if rest is None:
-        cuts, rests = torch.arange(rank, m), (theta[rank:m] + norms[rank:m])
+        cuts, rests = torch.arange(rank, m, device=theta.device), (theta[rank:m] + norms[rank:m])
     else:
-        cuts, rests = torch.tensor([m]), torch.tensor([rest], dtype=theta.dtype, device=theta.device)
+        cuts, rests = torch.tensor([m], device=theta.device), torch.tensor([rest], dtype=theta.dtype, device=theta.device)
     gaps = theta[rank - 1] - rests
     bounds = torch.where(gaps > GAP_FLOOR * width, captured[cuts - 1] / gaps.clamp_min(math.ulp(0.0)), math.inf)
     best = int(torch.argmin(bounds)) if bounds.numel() else 0
