@@ -7,6 +7,7 @@ Every bench runs its contenders as separate processes, one at a time, and prints
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging
 
@@ -41,6 +44,21 @@ class Run:
         if not lines:
             raise RuntimeError(f"the child printed no {key} line:\n{self.stdout}")
         return lines[-1]
+
+
+def read_hash_write(source: Path, out: Path) -> None:
+    """The I/O floor of `sclora init` (issue 13, item 4): read every tensor of the checkpoint,
+    sha256 it, write it to shards of the same size (plain safetensors + hashlib), which any init
+    must at least do."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.safetensors")):
+        tensors = {}
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                tensor = handle.get_tensor(name)
+                hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+                tensors[name] = tensor
+        save_file(tensors, str(out / path.name), metadata={"format": "pt"})
 
 
 def run_python(code: str, *, code_root: Path | None = None, cwd: Path | None = None, threads: int | None = None) -> Run:

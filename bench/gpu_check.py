@@ -16,7 +16,6 @@ Exit status 0 when every stage ran and passed its check; 1 otherwise (the failin
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -32,8 +31,7 @@ from pathlib import Path
 import peft
 import torch
 import transformers
-from safetensors import safe_open
-from safetensors.torch import save_file
+from common import read_hash_write
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
@@ -204,20 +202,6 @@ def target_layers(run: Path) -> int:
 def run_init(calib: Path, output: Path, work: Workload) -> tuple[bool, str]:
     manifest = init(calib, output, beta=0.5, rank=work.rank, progress=False)
     return True, f"method {manifest['config']['method']}, rank {work.rank}, {len(manifest['config']['targets'])} layers"
-
-
-def read_hash_write(model: Path, output: Path) -> None:
-    """What any init must at least do: read every tensor of the checkpoint, sha256 it, write it
-    to shards of the same size (bench/init_floor.py's floor, in process)."""
-    output.mkdir(parents=True, exist_ok=True)
-    for path in sorted(model.glob("*.safetensors")):
-        tensors = {}
-        with safe_open(str(path), framework="pt") as handle:
-            for name in handle.keys():
-                tensor = handle.get_tensor(name)
-                hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
-                tensors[name] = tensor
-        save_file(tensors, str(output / path.name), metadata={"format": "pt"})
 
 
 def run_floor(model: Path, output: Path, init_stage: Stage, layers: int) -> tuple[bool, str]:

@@ -32,22 +32,13 @@ SHAPES = {
 }
 TODAY_PER_LAYER_AT_2048 = 4.3  # seconds, measured in the issue (random Llama, hidden 2048, rank 64)
 
-FLOOR = """
-import hashlib, json, sys, time, torch
+FLOOR = f"""
+import sys, time
 from pathlib import Path
-from safetensors import safe_open
-from safetensors.torch import save_file
-source, out = Path(sys.argv[1]), Path(sys.argv[2])
-out.mkdir(parents=True, exist_ok=True)
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from common import read_hash_write
 started = time.perf_counter()
-for path in sorted(source.glob("*.safetensors")):
-    tensors = {}
-    with safe_open(str(path), framework="pt") as handle:
-        for name in handle.keys():
-            tensor = handle.get_tensor(name)
-            hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
-            tensors[name] = tensor
-    save_file(tensors, str(out / path.name), metadata={"format": "pt"})
+read_hash_write(Path(sys.argv[1]), Path(sys.argv[2]))
 print("SECONDS", time.perf_counter() - started)
 """
 
