@@ -3,12 +3,12 @@ correction and diagnostics."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
 from . import exact, methods, subspace
+from .merge import lora_scale
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class InitSettings:
 
     @property
     def scale(self) -> float:
-        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+        return lora_scale(self.alpha, self.rank, self.rslora)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import exact
+
+
+def lora_scale(alpha: float, rank: int, rslora: bool) -> float:
+    """PEFT's scaling s of B A: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+    return alpha / (math.sqrt(rank) if rslora else rank)
 
 
 def adapter_delta(b: torch.Tensor, a: torch.Tensor, b_init: torch.Tensor, a_init: torch.Tensor, scale: float) -> torch.Tensor:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..core.merge import lora_scale
 from ..errors import InputError
 
 WEIGHTS = "adapter_model.safetensors"
@@ -102,8 +103,7 @@ class AdapterConfig:
 
     @property
     def scale(self) -> float:
-        """PEFT's scaling of B A: alpha / r, or alpha / sqrt(r) with rsLoRA."""
-        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+        return lora_scale(self.alpha, self.rank, self.rslora)
 
     @classmethod
     def read(cls, adapter_dir: Path) -> AdapterConfig:
