@@ -154,11 +154,11 @@ def krylov_budget(operator) -> int:
     return operator.dense_dim() // 2
 
 
-def worth_krylov(operator, rank: int, dims_per_block: int | None = None) -> bool:
+def worth_krylov(operator, rank: int, dims_per_block: int) -> bool:
     """Whether the dense problem is big enough for a Krylov try: >= KRYLOV_MIN_DIM dimensions and
-    >= `dims_per_block` (default KRYLOV_DIM_PER_BLOCK) blocks' worth of them."""
+    >= `dims_per_block` blocks' worth of them (subspace.krylov_dims_per_block picks it by beta)."""
     dim = operator.dense_dim()
-    return dim >= KRYLOV_MIN_DIM and dim >= (dims_per_block or KRYLOV_DIM_PER_BLOCK) * block_size(rank)
+    return dim >= KRYLOV_MIN_DIM and dim >= dims_per_block * block_size(rank)
 
 
 def starting_block(dim: int, columns: int, seed: int, device: torch.device) -> torch.Tensor:

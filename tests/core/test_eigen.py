@@ -216,7 +216,8 @@ def test_small_problems_and_large_ranks_stay_on_eigh():
     cov = low_rank_covariance(300, 600, 15, 1.0)
     assert subspace.select_subspace(weight, cov, cov * 0.5, "input", 0.5, 4).solver == "eigh"
     big = eigen.DenseOperator(torch.eye(2048, dtype=F64))
-    assert eigen.worth_krylov(big, 16) and not eigen.worth_krylov(big, 200)
+    per_block = eigen.KRYLOV_DIM_PER_BLOCK
+    assert eigen.worth_krylov(big, 16, per_block) and not eigen.worth_krylov(big, 200, per_block)
 
 
 def test_above_beta_075_krylov_needs_twice_the_room(monkeypatch):
