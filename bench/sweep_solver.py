@@ -1,5 +1,6 @@
 """The sweep's per-beta eigen work at wide shapes: the solver init uses (certified block Krylov
-where r << d) against a dense eigh for every beta, side by side in one run.
+where r << d, else the certified mixed-precision eigh) against a float64 eigh for every beta,
+side by side in one run.
 
     python bench/sweep_solver.py [--shapes 2048x16,4096x64] [--betas 0,0.25,0.5,0.75,0.9,0.95,0.99,1]
 
@@ -20,7 +21,7 @@ from common import machine, table
 from sclora_tools.core import eigen, sweep
 from sclora_tools.stages.sweep import DEFAULT_BETAS
 
-KRYLOV_MIN_DIM = eigen.KRYLOV_MIN_DIM
+KRYLOV_MIN_DIM, MIXED_MIN_DIM = eigen.KRYLOV_MIN_DIM, eigen.MIXED_MIN_DIM
 
 
 def decaying(dim: int, seed: int, scale: float) -> torch.Tensor:
@@ -31,6 +32,7 @@ def decaying(dim: int, seed: int, scale: float) -> torch.Tensor:
 
 def timed(site, betas: list[float], rank: int, krylov: bool) -> tuple[float, list[float]]:
     eigen.KRYLOV_MIN_DIM = KRYLOV_MIN_DIM if krylov else 10**9
+    eigen.MIXED_MIN_DIM = MIXED_MIN_DIM if krylov else 10**9  # the baseline: a float64 eigh every time
     started = time.perf_counter()
     points = sweep.sweep_site(site, betas, rank)
     return time.perf_counter() - started, [p.objective for p in points]

@@ -1,10 +1,13 @@
 """Subspace selection for SC-LoRA (paper section 3.2, Theorem 1). Tensors in, tensors out.
 
-All maths runs in float64. A site is either the layer's output (covariance of h directly) or
-its input (covariance of x, turned into the output covariance with Cov_out = W Cov_in W^T).
-Where r << d the top eigenpairs come from the certified block Krylov solver (core.eigen), which
-never forms W Cov_in W^T; otherwise, and whenever its certificate fails, from a dense eigh, on
-the covariances' device (a GPU's eigh when they live there).
+All maths runs in float64 (but for the float32 eigh that starts the mixed-precision solver,
+whose answer is refined and certified in float64). A site is either the layer's output
+(covariance of h directly) or its input (covariance of x, turned into the output covariance with
+Cov_out = W Cov_in W^T). Where r << d the top eigenpairs come from the certified block Krylov
+solver (core.eigen), which never forms W Cov_in W^T; otherwise, and whenever its certificate
+fails, from a dense solve on the covariances' device (a GPU's eigh when they live there): the
+certified mixed-precision one from 1,024 dimensions, else (or when its certificate fails) a
+float64 eigh.
 """
 
 from __future__ import annotations
@@ -57,9 +60,19 @@ def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
 
 
 def top_eigenpairs(matrix: torch.Tensor, rank: int) -> Subspace:
-    """The `rank` eigenpairs of a symmetric matrix with the largest ALGEBRAIC eigenvalues."""
+    """The `rank` eigenpairs of a symmetric matrix with the largest ALGEBRAIC eigenvalues, by a
+    float64 eigh: the reference every faster route is held to."""
     found = eigen.dense_top(matrix, rank)
     return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values)
+
+
+def formed_eigenpairs(matrix: torch.Tensor, rank: int) -> Subspace:
+    """`top_eigenpairs` of a formed matrix by the faster mixed-precision solver where it pays and
+    its certificate holds (core.eigen.mixed_top), else by the float64 eigh."""
+    found = eigen.mixed_top(matrix, rank) if eigen.worth_mixed(matrix.shape[0], rank) else None
+    if found is None:
+        return top_eigenpairs(matrix, rank)
+    return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver=found.solver, reward_bound=found.reward_bound)
 
 
 def top_eigenpairs_of_projection(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
@@ -76,7 +89,7 @@ def top_eigenpairs_of_projection(weight: torch.Tensor, inner: torch.Tensor, rank
     d_out, d_in = w.shape
     reflectors, tau = torch.geqrf(w)
     r = reflectors[:d_in].triu()
-    small = top_eigenpairs(r @ inner.to(torch.float64) @ r.T, min(rank, d_in))
+    small = formed_eigenpairs(r @ inner.to(torch.float64) @ r.T, min(rank, d_in))
     GRAMS.put(weight, r.T @ r)
     if small.eigenvalues.numel() < rank or bool((small.eigenvalues < 0).any()):
         return None
@@ -143,10 +156,11 @@ def krylov_dims_per_block(beta: float) -> int | None:
 
 def top_eigenpairs_dispatched(matrix: torch.Tensor, rank: int, beta: float) -> Subspace:
     """`top_eigenpairs` of a formed dCov at `beta` by the solver select_subspace would pick for it:
-    certified Krylov where r << d on a CPU (krylov_dims_per_block), else (or when not certified) a dense eigh."""
+    certified Krylov where r << d on a CPU (krylov_dims_per_block), else (or when not certified) the
+    dense route (`formed_eigenpairs`)."""
     per_block = krylov_dims_per_block(beta)
     found = krylov_subspace(eigen.DenseOperator(matrix), rank, per_block) if per_block else None
-    return found or top_eigenpairs(matrix, rank)
+    return found or formed_eigenpairs(matrix, rank)
 
 
 def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int, per_block: int) -> Subspace | None:
@@ -163,13 +177,18 @@ def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: in
 
 
 def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> tuple[torch.Tensor, eigen.Eigenpairs] | None:
-    """(L, the top r eigenpairs of K = L^T dCov L with lambda_{r+1} as the rest bound), or None
-    when r > d_in or W^T W has no Cholesky factor."""
+    """(L, the top r eigenpairs of K = L^T dCov L), or None when r > d_in or W^T W has no Cholesky
+    factor. Mixed precision where it pays and is certified (its cut and rest bound come along),
+    else a float64 eigh with lambda_{r+1} as the rest bound."""
     d_in = weight.shape[1]
     factor = gram_factor(weight) if rank <= d_in else None
     if factor is None:
         return None
-    values, vectors = torch.linalg.eigh(symmetrize(factor.T @ inner @ factor))
+    kernel = symmetrize(factor.T @ inner @ factor)
+    found = eigen.mixed_top(kernel, rank) if eigen.worth_mixed(d_in, rank) else None
+    if found is not None:
+        return factor, found
+    values, vectors = torch.linalg.eigh(kernel)
     values, vectors = values.flip(0), vectors.flip(1)
     rest = float(values[rank]) if rank < d_in else 0.0  # past d_in: the zero eigenvalues off range(W)
     return factor, eigen.Eigenpairs(values=values[:rank], vectors=vectors[:, :rank], solver="eigh", rest_bound=rest)
@@ -186,7 +205,7 @@ def reduced_subspace(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Su
     solved = reduced_dense_eigenpairs(weight, inner, rank)
     if solved is not None and float(solved[1].values[-1]) < 0.0:
         return None
-    lifted = None if solved is None else certified_lift(weight, inner, *solved, rank, "eigh-reduced")
+    lifted = None if solved is None else certified_lift(weight, inner, *solved, rank, f"{solved[1].solver}-reduced")
     return lifted or top_eigenpairs_of_projection(weight, inner, rank)
 
 
@@ -217,16 +236,17 @@ def certified_lift(weight, inner, factor, found: eigen.Eigenpairs, rank: int, so
 
 
 def dense_subspace(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace:
-    """Full eigh: of dCov at an output site, of a d_in-sized reduced problem where d_out > d_in
-    (Cholesky of W^T W, certified; else Householder QR of W), else of W dCov W^T."""
+    """A dense solve (`formed_eigenpairs`: certified mixed precision or a float64 eigh): of dCov at
+    an output site, of a d_in-sized reduced problem where d_out > d_in (Cholesky of W^T W,
+    certified; else Householder QR of W), else of W dCov W^T."""
     d_out, d_in = weight.shape
     if side == "output":
-        return top_eigenpairs(inner, rank)
+        return formed_eigenpairs(inner, rank)
     if d_out > d_in:
         reduced = reduced_subspace(weight, inner, rank)
         if reduced is not None:
             return reduced
-    return top_eigenpairs(output_covariance(weight, inner), rank)
+    return formed_eigenpairs(output_covariance(weight, inner), rank)
 
 
 def captured_energy(basis: torch.Tensor, cov: torch.Tensor) -> float:
