@@ -5,6 +5,8 @@ stage. Calibrate runs twice, in memory and sequentially (one decoder block at a 
 and the two covariances are compared; merge rebuilds W0 and checks it bit for bit. After init,
 its I/O floor (issue 13, item 4: read, sha256 and write of the same checkpoint, as
 bench/init_floor.py measures it) is timed, with init's ratio to it and its seconds per target layer.
+First, the certified mixed-precision eigh is timed against the float64 eigh on the device, on a
+dCov-like matrix of 4096 dimensions at rank 256 (bench/mixed_eigh.py's synthetic one).
 
 It runs from the source tree (PYTHONPATH = the repository root, nothing installed), offline, and
 imports nothing of datasets, rouge-score, gguf or matplotlib. `--cpu-smoke` runs the same path on
@@ -32,11 +34,13 @@ import peft
 import torch
 import transformers
 from common import read_hash_write
+from mixed_eigh import synthetic
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
 
 from sclora_tools import calibrate, init, merge, train
+from sclora_tools.core import eigen, mixed_eigen
 from sclora_tools.io.covariances import open_covariances
 from sclora_tools.io.manifest_types import Role
 
@@ -68,6 +72,7 @@ LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers":
             "num_key_value_heads": 4, "vocab_size": 32000}
 LLAMA_TINY = {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 4, "num_attention_heads": 4,
               "num_key_value_heads": 2, "vocab_size": 2048}
+EIGEN_GPU, EIGEN_CPU = (4096, 256), (600, 16)  # (dimension, rank): Llama-2-7B's width at a rank Krylov leaves dense
 GPU_WORK = Workload(samples=64, max_length=512, batch_size=8, rank=16, train_steps=10, train_batch=4)
 CPU_WORK = Workload(samples=8, max_length=256, batch_size=4, rank=4, train_steps=2, train_batch=2)
 
@@ -195,6 +200,29 @@ def compare_covariances(first: Path, second: Path) -> tuple[bool, str]:
     return passed, f"{'equal' if passed else 'FAILED: differ'} to in-memory: max |diff| / max |cov| = {worst:.1e}"
 
 
+def run_eigen(device: str, dim: int, rank: int) -> tuple[bool, str]:
+    """The certified mixed-precision eigh (core.mixed_eigen) against the float64 eigh on a
+    dCov-like matrix on the device, where init's dense eigen work runs (eigen_device)."""
+    matrix = synthetic(dim, device)
+    eigen.dense_top(matrix[:64, :64], 8)  # the solver library's one-off start-up, outside the timings
+    dense, dense_seconds = timed(lambda: eigen.dense_top(matrix, rank), device)
+    mixed, mixed_seconds = timed(lambda: mixed_eigen.mixed_top(matrix, rank), device)
+    times = f"{dim} x rank {rank}: float64 eigh {dense_seconds:.2f} s, mixed {mixed_seconds:.2f} s ({dense_seconds / mixed_seconds:.2f}x)"
+    if mixed is None:
+        return True, f"{times}, mixed refused (init then pays both)"
+    best = float(dense.values.sum())
+    difference = abs(best - float(mixed.values.sum())) / abs(best)
+    return difference <= 1e-6, f"{times}, R(S) {difference:.1e} relative apart"
+
+
+def timed(solve: Callable[[], eigen.Eigenpairs | None], device: str) -> tuple[eigen.Eigenpairs | None, float]:
+    started = time.perf_counter()
+    found = solve()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return found, time.perf_counter() - started
+
+
 def target_layers(run: Path) -> int:
     return len(json.loads((run / "manifest.json").read_text())["config"]["targets"])
 
@@ -276,6 +304,7 @@ def run_check(device: str, work: Path, embedded: Path | None) -> int:
     print(f"gpu_check on {describe_machine(device)}", flush=True)
     print(header(device), flush=True)
     shape, workload = (LLAMA_1B, GPU_WORK) if device == "cuda" else (LLAMA_TINY, CPU_WORK)
+    check.run("eigen: mixed vs float64 eigh", lambda: run_eigen(device, *(EIGEN_GPU if device == "cuda" else EIGEN_CPU)))
     label = "llama-1b" if device == "cuda" else "llama-tiny"
     model = work / f"{label}-model"
     if check.run(f"{label}: build (random bf16)", lambda: (True, build_random_llama(model, shape, device))):

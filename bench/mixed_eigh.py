@@ -1,7 +1,7 @@
 """The dense eigen route of `sclora init`: the certified mixed-precision solver (a float32 eigh,
 massive directions deflated first, refined and certified in float64) against a float64 eigh, on
 the very matrices init solves densely, side by side in one process. It measures the solver from
-512 dimensions; init takes it from eigen.MIXED_MIN_DIM (1,024), where it paid here.
+512 dimensions; init takes it from mixed_eigen.MIXED_MIN_DIM (2,048), where it paid here.
 
     python bench/mixed_eigh.py [--work DIR] [--models embedded,wide] [--ranks 16,64] [--betas 0.5,0.9]
                                [--synthetic 4096x256] [--threads 1]
@@ -30,7 +30,7 @@ import torch
 from common import build_llama, embedded_model, machine, run_python, table
 from safetensors import safe_open
 
-from sclora_tools.core import eigen, subspace
+from sclora_tools.core import eigen, mixed_eigen, subspace
 from sclora_tools.io.covariances import open_covariances
 from sclora_tools.io.manifest import load_manifest
 from sclora_tools.io.manifest_types import Role
@@ -39,7 +39,7 @@ CALIBRATE = """
 from sclora_tools import calibrate
 calibrate({model!r}, "dialogsum", "safety", {out!r}, samples=24, max_length=128, dtype="float32", progress=False)
 """
-SMALLEST = 512  # measured from here, to show where it pays (init takes it from eigen.MIXED_MIN_DIM)
+SMALLEST = 512  # measured from here, to show where it pays (init takes it from mixed_eigen.MIXED_MIN_DIM)
 WIDE = {"hidden": 2048, "intermediate": 5632, "layers": 4, "heads": 32, "kv_heads": 4}
 
 
@@ -86,11 +86,12 @@ def formed(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> t
     return eigen.symmetrize(subspace.output_covariance(weight, inner))
 
 
-def synthetic(dim: int) -> torch.Tensor:
+def synthetic(dim: int, device: str = "cpu") -> torch.Tensor:
+    """A dCov-like spectrum: + and - power-law halves and one massive direction (-1e4)."""
     generator = torch.Generator().manual_seed(0)
-    basis = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))[0]
-    index = torch.arange(1, dim // 2 + 1, dtype=torch.float64)
-    values = torch.cat([torch.tensor([-1e4], dtype=torch.float64), 30.0 / index, -20.0 / index[: dim - dim // 2 - 1]])
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64).to(device))[0]
+    index = torch.arange(1, dim // 2 + 1, dtype=torch.float64, device=device)
+    values = torch.cat([torch.tensor([-1e4], dtype=torch.float64, device=device), 30.0 / index, -20.0 / index[: dim - dim // 2 - 1]])
     return (basis * values) @ basis.T
 
 
@@ -104,7 +105,7 @@ def compare(problems: list[torch.Tensor], rank: int) -> tuple:
         reference = eigen.dense_top(matrix, rank)
         dense_s += time.perf_counter() - started
         started = time.perf_counter()
-        found = eigen.mixed_top(matrix, rank)
+        found = mixed_eigen.mixed_top(matrix, rank)
         chosen = found or eigen.dense_top(matrix, rank)
         mixed_s += time.perf_counter() - started
         certified += found is not None

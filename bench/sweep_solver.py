@@ -18,10 +18,10 @@ import time
 import torch
 from common import machine, table
 
-from sclora_tools.core import eigen, sweep
+from sclora_tools.core import eigen, mixed_eigen, sweep
 from sclora_tools.stages.sweep import DEFAULT_BETAS
 
-KRYLOV_MIN_DIM, MIXED_MIN_DIM = eigen.KRYLOV_MIN_DIM, eigen.MIXED_MIN_DIM
+KRYLOV_MIN_DIM, MIXED_MIN_DIM = eigen.KRYLOV_MIN_DIM, mixed_eigen.MIXED_MIN_DIM
 
 
 def decaying(dim: int, seed: int, scale: float) -> torch.Tensor:
@@ -32,7 +32,7 @@ def decaying(dim: int, seed: int, scale: float) -> torch.Tensor:
 
 def timed(site, betas: list[float], rank: int, krylov: bool) -> tuple[float, list[float]]:
     eigen.KRYLOV_MIN_DIM = KRYLOV_MIN_DIM if krylov else 10**9
-    eigen.MIXED_MIN_DIM = MIXED_MIN_DIM if krylov else 10**9  # the baseline: a float64 eigh every time
+    mixed_eigen.MIXED_MIN_DIM = MIXED_MIN_DIM if krylov else 10**9  # the baseline: a float64 eigh every time
     started = time.perf_counter()
     points = sweep.sweep_site(site, betas, rank)
     return time.perf_counter() - started, [p.objective for p in points]

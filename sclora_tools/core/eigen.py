@@ -1,9 +1,8 @@
 """The r eigenpairs of a symmetric matrix with the LARGEST ALGEBRAIC eigenvalues, for r << d.
 
-Three solvers, one answer. `dense_top` forms the matrix and calls eigh (on whatever device the
-matrix lives, so a GPU's eigh when the weights are there). `mixed_top` calls a float32 eigh of
-the formed matrix and refines its top eigenvectors in float64 under the certificate below.
-`krylov_top` only multiplies the
+Two solvers, one answer (a third, core.mixed_eigen, starts this one's machinery from a float32
+eigh). `dense_top` forms the matrix and calls eigh (on whatever device the matrix lives, so a
+GPU's eigh when the weights are there). `krylov_top` only multiplies the
 matrix with thin blocks: block Lanczos from a seeded Gaussian block of b > r columns, full
 re-orthogonalisation (classical Gram-Schmidt, twice), Rayleigh-Ritz on the whole Krylov space
 every time it has grown by a fifth, all in float64. It returns Ritz pairs only with a
@@ -43,7 +42,6 @@ and gained 12%; 13 certified none and cost 1.5x the dense eigh.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -61,27 +59,16 @@ GAP_FLOOR = 1e-12  # a gap below this share of the spectrum's width is no gap
 OPTIMISTIC_DECADES_PER_BLOCK = 1.5
 FIRST_GAP_BLOCKS = 2
 FIRST_BOUND = 1e-2
-# From 1,024 dimensions: measured (bench/mixed_eigh.py, 1 thread) 1.4x on the hidden-2048 Llama's
-# dense problems and 1.8-2x at 4096; at SmolLM2's 576, 1.17-1.27x at three settings of four but
-# 0.87x at rank 64, beta 0.9, where a fifth of the float32 tries are refused and paid twice.
-MIXED_MIN_DIM = 1024
-MIXED_BLOCKS = 3  # the float32 eigenvectors, then at most two Krylov blocks of refinement
-# Massive-activation directions: in SmolLM2 one eigenvalue of dCov is 7-40x the next largest in
-# magnitude (-503 against -73 at layer 0's q_proj, beta 0.9). Ten steps of subspace iteration on
-# two columns resolve it; that costs ~1 ms at 576 dimensions.
-DEFLATE_COLUMNS = 2
-DEFLATE_STEPS = 10
-FLOAT32_ROUNDOFF = 2.0**-24
-FLOAT64_ROUNDOFF = 2.0**-53
 
 
 @dataclass(frozen=True)
 class Eigenpairs:
     """values: descending (r,), vectors: orthonormal columns (d x r), both float64. `solver` says
-    which solver produced them; `reward_bound` is the Krylov certificate (0 for dense): the best
-    reward exceeds values.sum() by at most this. `cut_vectors` (d x k, k >= r, the first r are
-    `vectors`) are the pairs the certificate was taken over and `rest_bound` estimates the top of
-    the spectrum beyond them; None for a dense answer (the cut is then at r)."""
+    which solver produced them; `reward_bound` is the Krylov (or mixed-precision) certificate, 0 for
+    a float64 eigh: the best reward exceeds values.sum() by at most this. `cut_vectors` (d x k,
+    k >= r, the first r are `vectors`) are the pairs the certificate was taken over and
+    `rest_bound` the top of the spectrum beyond them (estimated by Krylov, proven by
+    core.mixed_eigen); None for a dense answer (the cut is then at r)."""
 
     values: torch.Tensor
     vectors: torch.Tensor
@@ -157,77 +144,6 @@ def dense_top(matrix: torch.Tensor, rank: int) -> Eigenpairs:
     values, vectors = torch.linalg.eigh(symmetrize(matrix.to(torch.float64)))
     order = torch.argsort(values, descending=True)[:rank]
     return Eigenpairs(values=values[order], vectors=vectors[:, order], solver="eigh")
-
-
-def worth_mixed(dim: int, rank: int) -> bool:
-    """Whether `mixed_top` pays on a dim x dim problem: from MIXED_MIN_DIM dimensions, where the
-    block is at most a third of them (synthetic spectra, 1 thread: 1.6-1.9x a float64 eigh at
-    1,024 and 2,048 for r = 16..128)."""
-    return dim >= MIXED_MIN_DIM and 3 * block_size(rank) <= dim
-
-
-def mixed_top(matrix: torch.Tensor, rank: int, *, tolerance: float = REWARD_TOLERANCE) -> Eigenpairs | None:
-    """Top-r eigenpairs from a float32 eigh (half a float64 one's time), refined and certified in
-    float64: its top block_size(r) eigenvectors start a block Krylov space on the float64 matrix,
-    whose Rayleigh-Ritz pairs carry the reward certificate of the module docstring (checked at
-    once, then after each of up to MIXED_BLOCKS - 1 more blocks). A float32 eigenvector's residual
-    is about eps32 ||M||, and the bound is quadratic in it, so it holds at once unless ||M|| dwarfs
-    the gaps near r. Where a few massive-activation directions make ||M|| that large, they are
-    found first (`massive_pairs`), taken out of the matrix the float32 eigh sees and put into the
-    start block, so the float32 error scales with what is left. The certificate also needs the
-    float32 spectrum's `eigenvalue_ceilings`: this start block is not random. None when it fails
-    (SmolLM2 at rank 64, beta 0.9: 30 of its 150 dense problems, whose lambda_r lies under
-    float32's error even after the deflation); the caller then solves in float64."""
-    matrix = symmetrize(matrix.to(torch.float64))
-    values, massive = massive_pairs(matrix)
-    deflated = matrix - (massive * values) @ massive.T
-    try:
-        spectrum, vectors = torch.linalg.eigh(deflated.to(torch.float32))
-    except torch.linalg.LinAlgError:
-        return None
-    vectors = vectors[:, -block_size(rank):].to(torch.float64)
-    if not bool(torch.isfinite(spectrum).all() and torch.isfinite(vectors).all()):  # entries beyond float32's range
-        return None
-    start = torch.cat([massive, orthonormal_extension(massive, vectors)], dim=1) if values.numel() else torch.linalg.qr(vectors)[0]
-    ceilings = eigenvalue_ceilings(spectrum, float(deflated.norm()), float(matrix.norm()), int((values > 0).sum()))
-    found = krylov_top(DenseOperator(matrix), rank, tolerance=tolerance, max_dim=MIXED_BLOCKS * start.shape[1], start=start,
-                       check_from_blocks=1, ceilings=ceilings)
-    return None if found is None else dataclasses.replace(found, solver="mixed")
-
-
-def eigenvalue_ceilings(spectrum: torch.Tensor, deflated_norm: float, norm: float, raised: int) -> torch.Tensor:
-    """ceilings[i] >= lambda_{i+1} of M (descending; ceilings[d] = -inf: there is no more), from
-    the float32 eigenvalues of M' = M - (the deflated pairs), `raised` of them positive.
-
-    The start block of `mixed_top` is not random: a top eigenvector that float32 misplaced below
-    the block (its eigenvalue error, ~eps32 ||M'||, exceeding the gaps near r) is orthogonal to it
-    to float32's precision, and the Ritz values alone cannot tell that it is missing. These
-    ceilings can. By Weyl, lambda_i(M') <= mu_i + e with e the float32 rounding of M' (at most
-    2^-24 ||M'||_F) plus the eigh's backward error, taken as sqrt(d) 2^-24 ||M'||_2 (LAPACK states
-    p(d) eps ||M||_2 for a modestly growing p and computes its own error bounds with p = 1), plus
-    float64 rounding of the deflation. Putting the deflated pairs back: the negative ones lower
-    every eigenvalue, the positive ones raise lambda_{i + raised} above lambda_i at most."""
-    descending = spectrum.to(torch.float64).flip(0)
-    dim = descending.numel()
-    error = FLOAT32_ROUNDOFF * (deflated_norm + math.sqrt(dim) * float(descending.abs().max())) + FLOAT64_ROUNDOFF * norm
-    ceilings = torch.full((dim + 1,), math.inf, dtype=torch.float64, device=spectrum.device)
-    ceilings[raised:dim] = descending[: dim - raised] + error
-    ceilings[dim] = -math.inf
-    return ceilings
-
-
-def massive_pairs(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, vectors) of the largest-magnitude eigenpairs that DEFLATE_STEPS of subspace
-    iteration resolve to float32's precision relative to themselves (residual <= 2^-24 |theta|):
-    taking them out of M perturbs it by less than rounding it to float32 would. Often none."""
-    block = starting_block(matrix.shape[0], DEFLATE_COLUMNS, 1, matrix.device)
-    for _ in range(DEFLATE_STEPS):
-        block = torch.linalg.qr(matrix @ block)[0]
-    image = matrix @ block
-    theta, rotation = torch.linalg.eigh(symmetrize(block.T @ image))
-    vectors = block @ rotation
-    converged = (image @ rotation - vectors * theta).norm(dim=0) <= FLOAT32_ROUNDOFF * theta.abs()
-    return theta[converged], vectors[:, converged]
 
 
 def block_size(rank: int) -> int:
@@ -327,9 +243,10 @@ def reward_check(vectors: torch.Tensor, image: torch.Tensor, theta: torch.Tensor
     of the module docstring at the best cut k in r..m-1, with tau_k = theta_{k+1} + rho_{k+1}.
     With `rest` (an estimate of the top beyond all m columns) the cut is at m. A gap below
     GAP_FLOOR of the spectrum's width counts as none: the bound is then infinite. `ceilings`
-    (ceilings[k] >= lambda_{k+1} of M, known from elsewhere: `mixed_top`) raise tau_k to at least
-    ceilings[k], and a cut k counts only where theta_k - ||R_k||_F > ceilings[k]: by Kahan's
-    theorem the k Ritz values then match k eigenvalues all above lambda_{k+1}, the top k."""
+    (estimates of lambda_{k+1} of M from elsewhere: core.mixed_eigen) raise tau_k to at least
+    ceilings[k], and a cut k counts only where theta_k - ||R_k||_F > ceilings[k] (were ceilings[k]
+    >= lambda_{k+1}, Kahan's theorem would match the k Ritz values to the top k eigenvalues). They
+    only steer the choice of the cut; the caller proves its tau (core.mixed_eigen.complement_below)."""
     m = vectors.shape[1]
     norms = (image - vectors * theta[:m]).norm(dim=0)
     captured = norms.square().cumsum(0)  # captured[k - 1] = ||R_k||_F^2
@@ -370,8 +287,8 @@ def krylov_top(operator, rank: int, *, seed: int = 0, tolerance: float = REWARD_
     the space holds `check_from_blocks` blocks, then whenever it has grown by CHECK_GROWTH (each
     check costs an eigh of the projected matrix); a failed check gives up early when even an
     optimistic extrapolation (`blocks_still_needed`) cannot certify within max_dim, so the
-    caller's dense solve starts sooner. `ceilings`: known upper bounds of M's eigenvalues
-    (`reward_check`), required where the start block is not random."""
+    caller's dense solve starts sooner. `ceilings`: estimates of M's eigenvalues (`reward_check`)
+    where the start block is not random."""
     max_dim = krylov_budget(operator) if max_dim is None else max_dim
     if start is None:
         start = starting_block(operator.dim, min(block_size(rank), operator.dim), seed, operator.device)

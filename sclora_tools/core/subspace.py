@@ -6,7 +6,7 @@ whose answer is refined and certified in float64). A site is either the layer's 
 Cov_out = W Cov_in W^T). Where r << d the top eigenpairs come from the certified block Krylov
 solver (core.eigen), which never forms W Cov_in W^T; otherwise, and whenever its certificate
 fails, from a dense solve on the covariances' device (a GPU's eigh when they live there): the
-certified mixed-precision one from 1,024 dimensions, else (or when its certificate fails) a
+certified mixed-precision one from 2,048 dimensions, else (or when its certificate fails) a
 float64 eigh.
 """
 
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
-from . import eigen
+from . import eigen, mixed_eigen
 
 
 @dataclass(frozen=True)
 class Subspace:
     """An r-dim subspace of the output space: orthonormal basis (d_out x r), eigenvalues desc.
-    `reward_bound`: how far R(S) = eigenvalues.sum() may fall short of the best (Krylov's
-    certificate, core.eigen; 0 for a dense eigh)."""
+    `reward_bound`: how far R(S) = eigenvalues.sum() may fall short of the best (the certificate
+    of Krylov, core.eigen, or of the mixed-precision solver, core.mixed_eigen; 0 for a float64 eigh)."""
 
     basis: torch.Tensor
     eigenvalues: torch.Tensor
@@ -66,16 +66,16 @@ def top_eigenpairs(matrix: torch.Tensor, rank: int) -> Subspace:
     return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values)
 
 
-def formed_eigenpairs(matrix: torch.Tensor, rank: int) -> Subspace:
-    """`top_eigenpairs` of a formed matrix by the faster mixed-precision solver where it pays and
-    its certificate holds (core.eigen.mixed_top), else by the float64 eigh."""
-    found = eigen.mixed_top(matrix, rank) if eigen.worth_mixed(matrix.shape[0], rank) else None
+def formed_eigenpairs(matrix: torch.Tensor, rank: int, mixed: bool = True) -> Subspace:
+    """`top_eigenpairs` of a formed matrix by the faster mixed-precision solver where it pays (and
+    `mixed`: `mixed_worth_trying`) and its certificate holds (core.mixed_eigen), else by the float64 eigh."""
+    found = mixed_eigen.mixed_top(matrix, rank) if mixed and mixed_eigen.worth_mixed(matrix.shape[0], rank) else None
     if found is None:
         return top_eigenpairs(matrix, rank)
     return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver=found.solver, reward_bound=found.reward_bound)
 
 
-def top_eigenpairs_of_projection(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
+def top_eigenpairs_of_projection(weight: torch.Tensor, inner: torch.Tensor, rank: int, mixed: bool = True) -> Subspace | None:
     """Top eigenpairs of W M W^T (d_out x d_out) by solving a d_in-sized problem, d_out > d_in.
 
     With W = U R (Householder QR), W M W^T = U (R M R^T) U^T: its nonzero spectrum is that of the
@@ -89,13 +89,14 @@ def top_eigenpairs_of_projection(weight: torch.Tensor, inner: torch.Tensor, rank
     d_out, d_in = w.shape
     reflectors, tau = torch.geqrf(w)
     r = reflectors[:d_in].triu()
-    small = formed_eigenpairs(r @ inner.to(torch.float64) @ r.T, min(rank, d_in))
+    small = formed_eigenpairs(r @ inner.to(torch.float64) @ r.T, min(rank, d_in), mixed)
     GRAMS.put(weight, r.T @ r)
     if small.eigenvalues.numel() < rank or bool((small.eigenvalues < 0).any()):
         return None
     padded = torch.zeros(d_out, small.basis.shape[1], dtype=torch.float64, device=w.device)
     padded[:d_in] = small.basis
-    return Subspace(basis=fix_signs(torch.ormqr(reflectors, tau, padded)), eigenvalues=small.eigenvalues)
+    return Subspace(basis=fix_signs(torch.ormqr(reflectors, tau, padded)), eigenvalues=small.eigenvalues, solver=small.solver,
+                    reward_bound=small.reward_bound)  # U is orthogonal: the reward and its bound carry over
 
 
 def select_subspace(
@@ -116,7 +117,8 @@ def select_subspace(
     inner = delta_covariance(cov_pos, cov_neg, beta)
     w = weight.to(device=inner.device, dtype=torch.float64)
     per_block = krylov_dims_per_block(beta)
-    chosen = (certified_krylov(w, inner, side, rank, per_block) if per_block else None) or dense_subspace(w, inner, side, rank)
+    chosen = (certified_krylov(w, inner, side, rank, per_block) if per_block else None) or \
+        dense_subspace(w, inner, side, rank, mixed_worth_trying(beta))
     return dataclasses.replace(chosen, basis=chosen.basis.to(weight.device), eigenvalues=chosen.eigenvalues.to(weight.device))
 
 
@@ -154,13 +156,20 @@ def krylov_dims_per_block(beta: float) -> int | None:
     return eigen.KRYLOV_DIM_PER_BLOCK if beta <= HIGH_BETA else KRYLOV_DIM_PER_BLOCK_HIGH_BETA
 
 
+def mixed_worth_trying(beta: float) -> bool:
+    """Whether the mixed-precision solver may answer at `beta`: not at beta = 1, where the top of
+    dCov = -Cov- is the crowded bottom of Cov-'s spectrum, its gaps under float32's error (every
+    try refused; 1.5x the float64 eigh's time in the sweep at 2048 x rank 16)."""
+    return beta < 1.0
+
+
 def top_eigenpairs_dispatched(matrix: torch.Tensor, rank: int, beta: float) -> Subspace:
     """`top_eigenpairs` of a formed dCov at `beta` by the solver select_subspace would pick for it:
     certified Krylov where r << d on a CPU (krylov_dims_per_block), else (or when not certified) the
     dense route (`formed_eigenpairs`)."""
     per_block = krylov_dims_per_block(beta)
     found = krylov_subspace(eigen.DenseOperator(matrix), rank, per_block) if per_block else None
-    return found or formed_eigenpairs(matrix, rank)
+    return found or formed_eigenpairs(matrix, rank, mixed_worth_trying(beta))
 
 
 def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int, per_block: int) -> Subspace | None:
@@ -176,7 +185,8 @@ def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: in
     return None if found is None else certified_lift(weight, inner, factor, found, rank, "krylov")
 
 
-def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> tuple[torch.Tensor, eigen.Eigenpairs] | None:
+def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: int,
+                             mixed: bool = True) -> tuple[torch.Tensor, eigen.Eigenpairs] | None:
     """(L, the top r eigenpairs of K = L^T dCov L), or None when r > d_in or W^T W has no Cholesky
     factor. Mixed precision where it pays and is certified (its cut and rest bound come along),
     else a float64 eigh with lambda_{r+1} as the rest bound."""
@@ -185,7 +195,7 @@ def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: in
     if factor is None:
         return None
     kernel = symmetrize(factor.T @ inner @ factor)
-    found = eigen.mixed_top(kernel, rank) if eigen.worth_mixed(d_in, rank) else None
+    found = mixed_eigen.mixed_top(kernel, rank) if mixed and mixed_eigen.worth_mixed(d_in, rank) else None
     if found is not None:
         return factor, found
     values, vectors = torch.linalg.eigh(kernel)
@@ -194,7 +204,7 @@ def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: in
     return factor, eigen.Eigenpairs(values=values[:rank], vectors=vectors[:, :rank], solver="eigh", rest_bound=rest)
 
 
-def reduced_subspace(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Subspace | None:
+def reduced_subspace(weight: torch.Tensor, inner: torch.Tensor, rank: int, mixed: bool = True) -> Subspace | None:
     """d_out > d_in: the Cholesky route, certified (its R(S) within core.eigen's REWARD_TOLERANCE of
     the best, measured on W dCov W^T itself), else the Householder one. The Cholesky route
     needs W^T W (kept for the diagnostics) where the Householder one needs a QR of the tall W and
@@ -202,11 +212,11 @@ def reduced_subspace(weight: torch.Tensor, inner: torch.Tensor, rank: int) -> Su
     hold a negative eigenvalue: the top r of W dCov W^T then split its zero eigenspace, which only
     the full problem decides, and the Householder path would solve the same d_in-sized problem
     only to refuse it too."""
-    solved = reduced_dense_eigenpairs(weight, inner, rank)
+    solved = reduced_dense_eigenpairs(weight, inner, rank, mixed)
     if solved is not None and float(solved[1].values[-1]) < 0.0:
         return None
     lifted = None if solved is None else certified_lift(weight, inner, *solved, rank, f"{solved[1].solver}-reduced")
-    return lifted or top_eigenpairs_of_projection(weight, inner, rank)
+    return lifted or top_eigenpairs_of_projection(weight, inner, rank, mixed)
 
 
 def gram_factor(weight: torch.Tensor) -> torch.Tensor | None:
@@ -235,18 +245,18 @@ def certified_lift(weight, inner, factor, found: eigen.Eigenpairs, rank: int, so
     return Subspace(basis=fix_signs(check.vectors), eigenvalues=check.values, solver=solver, reward_bound=check.reward_bound)
 
 
-def dense_subspace(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> Subspace:
+def dense_subspace(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int, mixed: bool = True) -> Subspace:
     """A dense solve (`formed_eigenpairs`: certified mixed precision or a float64 eigh): of dCov at
     an output site, of a d_in-sized reduced problem where d_out > d_in (Cholesky of W^T W,
     certified; else Householder QR of W), else of W dCov W^T."""
     d_out, d_in = weight.shape
     if side == "output":
-        return formed_eigenpairs(inner, rank)
+        return formed_eigenpairs(inner, rank, mixed)
     if d_out > d_in:
-        reduced = reduced_subspace(weight, inner, rank)
+        reduced = reduced_subspace(weight, inner, rank, mixed)
         if reduced is not None:
             return reduced
-    return formed_eigenpairs(output_covariance(weight, inner), rank)
+    return formed_eigenpairs(output_covariance(weight, inner), rank, mixed)
 
 
 def captured_energy(basis: torch.Tensor, cov: torch.Tensor) -> float:

@@ -44,6 +44,8 @@ def test_cpu_smoke_runs_every_stage_without_them(without_optional_libraries, tmp
     assert any("llama-tiny: sequential == in-memory" in line and "equal to in-memory: max |diff|" in line for line in lines)
     assert any("W0 check passed" in line for line in lines)
     assert any(re.search(r"init vs its I/O floor .* floor [0-9.]+ s; init [0-9.]+x it, [0-9.]+ s per target layer", line) for line in lines)
+    assert any(re.search(r"eigen: mixed vs float64 eigh .* 600 x rank 16: float64 eigh [0-9.]+ s, mixed [0-9.]+ s .*R\(S\) "
+                         r"[0-9.e+-]+ relative apart", line) and "FAILED" not in line for line in lines)
     assert any(line.startswith("smollm2: every stage") and "skipped" in line for line in lines)  # no directory given
     assert lines[-1].endswith("all stages passed")
     assert "Traceback" not in result.stderr and "it/s]" not in result.stdout + result.stderr  # no progress bars

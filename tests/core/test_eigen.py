@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sclora_tools.core import eigen, subspace
+from sclora_tools.core import eigen, mixed_eigen, subspace
 
 F64 = torch.float64
 
@@ -242,7 +242,7 @@ def test_above_beta_075_krylov_needs_twice_the_room(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_a_gpu_the_dense_eigh_runs_there_and_agrees_with_the_cpu(monkeypatch):
     monkeypatch.setattr(eigen, "KRYLOV_MIN_DIM", 10**9)  # the CPU side dense too: the same solver on both
-    monkeypatch.setattr(eigen, "MIXED_MIN_DIM", 10**9)  # and float64 on both (mixed on a GPU: test_eigen_mixed)
+    monkeypatch.setattr(mixed_eigen, "MIXED_MIN_DIM", 10**9)  # and float64 on both (mixed on a GPU: test_mixed_eigen)
     weight = torch.randn(1100, 900, generator=gen(16), dtype=F64)
     pos, neg = low_rank_covariance(900, 1500, 17, 1.5), low_rank_covariance(900, 1500, 18, 1.0)
     on_gpu = subspace.select_subspace(weight, pos.cuda(), neg.cuda(), "input", 0.5, 8)
