@@ -68,7 +68,8 @@ class Eigenpairs:
     a float64 eigh: the best reward exceeds values.sum() by at most this. `cut_vectors` (d x k,
     k >= r, the first r are `vectors`) are the pairs the certificate was taken over and
     `rest_bound` the top of the spectrum beyond them (estimated by Krylov, proven by
-    core.mixed_eigen); None for a dense answer (the cut is then at r)."""
+    core.mixed_eigen on the matrix it was given: for the reduced K = L^T dCov L, up to the
+    Cholesky factor's rounding, O(u kappa(W)^2)); None for a dense answer (the cut is then at r)."""
 
     values: torch.Tensor
     vectors: torch.Tensor

@@ -6,7 +6,8 @@ on calibration covariances can exceed the gaps near r. So it only supplies a sta
 1. `massive_pairs`: the few massive-activation directions that make ||M|| large (SmolLM2's q_proj
    at beta 0.9: -503 against -73 next) are found by float64 subspace iteration and taken out
    exactly, M' = M - sum theta v v^T, so float32's error scales with what is left.
-2. A float32 eigh of M', scaled by a power of two (exact, so neither overflow nor underflow).
+2. A float32 eigh of M', scaled by a power of two (exactly) into float32's range: no overflow,
+   and no entries lost to subnormals but those under 2^-149 of the largest.
 3. Its top block_size(r) eigenvectors, with the massive ones, start core.eigen's block Krylov
    space on the float64 matrix; its Rayleigh-Ritz pairs carry the reward certificate of
    core.eigen, the cut chosen with the float32 spectrum as an estimate of what lies beyond.
@@ -28,7 +29,8 @@ import torch
 from . import eigen
 
 # From 2,048 dimensions: measured (bench/mixed_eigh.py, 1 thread, the Cholesky proof included)
-# 1.2-1.5x at 2,048-4,096; 1.05x at 1,024 and below 1 at SmolLM2's 576.
+# 1.21x on the hidden-2048 Llama's dense problems, 1.65x at 4096 x rank 256; 1.05x at 1,024 and
+# below 1 at SmolLM2's 576.
 MIXED_MIN_DIM = 2048
 MIXED_BLOCKS = 3  # the float32 eigenvectors, then at most two Krylov blocks of refinement
 # Massive-activation directions: in SmolLM2 one eigenvalue of dCov is 7-40x the next largest in
@@ -123,13 +125,14 @@ def complement_below(matrix: torch.Tensor, span: torch.Tensor, level: float) -> 
     """Whether x^T M x < level for every unit x orthogonal to `span` (orthonormal columns): the
     premise of core.eigen's reward bound with tau = level. A = level I - M + c span span^T with c
     large is positive definite only if level - x^T M x > 0 on that complement; its float64
-    Cholesky decides, at level lowered by a bound on the Cholesky's backward error ((d + 1) u ||A||_F,
-    doubled)."""
+    Cholesky decides, at level lowered by twice the bound on the Cholesky's backward error,
+    gamma_{d+1} tr(A) (Higham, Accuracy and Stability of Numerical Algorithms, Thm 10.3)."""
     if not math.isfinite(level):
         return False
     dim = matrix.shape[0]
     shift = 2.0 * (float(matrix.norm()) + abs(level))
     probe = torch.addmm(matrix, span, span.T, beta=-1.0, alpha=shift)
-    margin = 2.0 * (dim + 1) * FLOAT64_ROUNDOFF * (float(probe.norm()) + abs(level) * math.sqrt(dim))
+    trace = dim * level - float(torch.trace(matrix)) + shift * float(span.square().sum())
+    margin = 2.0 * (dim + 1) * FLOAT64_ROUNDOFF * abs(trace) / (1.0 - (dim + 1) * FLOAT64_ROUNDOFF)
     probe.diagonal().add_(level - margin)
     return int(torch.linalg.cholesky_ex(probe)[1]) == 0
