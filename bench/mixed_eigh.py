@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import build_llama, embedded_model, machine, run_python, table
+from common import WIDE_LLAMA, build_llama, calibrate_once, embedded_model, machine, table
 from safetensors import safe_open
 
 from sclora_tools.core import eigen, mixed_eigen, subspace
@@ -35,23 +35,13 @@ from sclora_tools.io.covariances import open_covariances
 from sclora_tools.io.manifest import load_manifest
 from sclora_tools.io.manifest_types import Role
 
-CALIBRATE = """
-from sclora_tools import calibrate
-calibrate({model!r}, "dialogsum", "safety", {out!r}, samples=24, max_length=128, dtype="float32", progress=False)
-"""
 SMALLEST = 512  # measured from here, to show where it pays (init takes it from mixed_eigen.MIXED_MIN_DIM)
-WIDE = {"hidden": 2048, "intermediate": 5632, "layers": 4, "heads": 32, "kv_heads": 4}
 
 
 def prepared(name: str, work: Path) -> tuple[Path, Path]:
     """(model, calibration) of "embedded" or "wide", built and calibrated once into `work`."""
-    model = embedded_model() if name == "embedded" else work / "model-wide"
-    if name == "wide" and not (model / "config.json").is_file():
-        build_llama(model, **WIDE, dtype="bfloat16")
-    out = work / f"calib-{name}"
-    if not (out / "manifest.json").is_file():
-        run_python(CALIBRATE.format(model=str(model), out=str(out)))
-    return model, out
+    model = embedded_model() if name == "embedded" else build_llama(work / "model-wide", **WIDE_LLAMA, dtype="bfloat16")
+    return model, calibrate_once(model, work / f"calib-{name}")
 
 
 def weights(model: Path) -> dict[str, torch.Tensor]:
@@ -81,8 +71,7 @@ def formed(weight: torch.Tensor, inner: torch.Tensor, side: str, rank: int) -> t
     if side == "output":
         return eigen.symmetrize(inner)
     if weight.shape[0] > weight.shape[1]:
-        factor = subspace.gram_factor(weight)
-        return eigen.symmetrize(factor.T @ inner @ factor)
+        return subspace.reduced_kernel(subspace.gram_factor(weight), inner)
     return eigen.symmetrize(subspace.output_covariance(weight, inner))
 
 

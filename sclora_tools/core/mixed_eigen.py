@@ -47,6 +47,11 @@ def worth_mixed(dim: int, rank: int) -> bool:
     return dim >= MIXED_MIN_DIM and 3 * eigen.block_size(rank) <= dim
 
 
+def mixed_top_where_worth(matrix: torch.Tensor, rank: int, allowed: bool = True) -> eigen.Eigenpairs | None:
+    """`mixed_top` where it is `allowed` and `worth_mixed`, else None (the caller's float64 eigh)."""
+    return mixed_top(matrix, rank) if allowed and worth_mixed(matrix.shape[0], rank) else None
+
+
 def mixed_top(matrix: torch.Tensor, rank: int, *, tolerance: float = eigen.REWARD_TOLERANCE) -> eigen.Eigenpairs | None:
     """Top-r eigenpairs with the reward certified within `tolerance` (relative), or None."""
     matrix = eigen.symmetrize(matrix.to(torch.float64))

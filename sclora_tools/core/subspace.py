@@ -68,8 +68,8 @@ def top_eigenpairs(matrix: torch.Tensor, rank: int) -> Subspace:
 
 def formed_eigenpairs(matrix: torch.Tensor, rank: int, mixed: bool = True) -> Subspace:
     """`top_eigenpairs` of a formed matrix by the faster mixed-precision solver where it pays (and
-    `mixed`: `mixed_worth_trying`) and its certificate holds (core.mixed_eigen), else by the float64 eigh."""
-    found = mixed_eigen.mixed_top(matrix, rank) if mixed and mixed_eigen.worth_mixed(matrix.shape[0], rank) else None
+    `mixed`: `top_is_resolvable`) and its certificate holds (core.mixed_eigen), else by the float64 eigh."""
+    found = mixed_eigen.mixed_top_where_worth(matrix, rank, mixed)
     if found is None:
         return top_eigenpairs(matrix, rank)
     return Subspace(basis=fix_signs(found.vectors), eigenvalues=found.values, solver=found.solver, reward_bound=found.reward_bound)
@@ -118,7 +118,7 @@ def select_subspace(
     w = weight.to(device=inner.device, dtype=torch.float64)
     per_block = krylov_dims_per_block(beta)
     chosen = (certified_krylov(w, inner, side, rank, per_block) if per_block else None) or \
-        dense_subspace(w, inner, side, rank, mixed_worth_trying(beta))
+        dense_subspace(w, inner, side, rank, top_is_resolvable(beta))
     return dataclasses.replace(chosen, basis=chosen.basis.to(weight.device), eigenvalues=chosen.eigenvalues.to(weight.device))
 
 
@@ -148,18 +148,18 @@ def krylov_dims_per_block(beta: float) -> int | None:
     try). As beta grows, -beta Cov- dominates the top of dCov and its spread slows the certificate:
     measured, 8-13 blocks at beta <= 0.75 and 12-25 above (SmolLM2, a hidden-2048 Llama and a
     Llama-2-7B-shape block), so above HIGH_BETA Krylov needs twice the room, and where it would not
-    have it a try is mostly wasted (init at beta 0.9: 11-20% slower with the low-beta rule). At
-    beta = 1 the top of dCov = -Cov- is the crowded bottom of Cov-'s spectrum: no gap is resolved
-    there, so there is no try."""
-    if beta >= 1.0:
+    have it a try is mostly wasted (init at beta 0.9: 11-20% slower with the low-beta rule). None
+    where the top is not resolvable (beta = 1)."""
+    if not top_is_resolvable(beta):
         return None
     return eigen.KRYLOV_DIM_PER_BLOCK if beta <= HIGH_BETA else KRYLOV_DIM_PER_BLOCK_HIGH_BETA
 
 
-def mixed_worth_trying(beta: float) -> bool:
-    """Whether the mixed-precision solver may answer at `beta`: not at beta = 1, where the top of
-    dCov = -Cov- is the crowded bottom of Cov-'s spectrum, its gaps under float32's error (every
-    try refused; 1.5x the float64 eigh's time in the sweep at 2048 x rank 16)."""
+def top_is_resolvable(beta: float) -> bool:
+    """Whether a fast solver (Krylov, mixed precision) is worth a try at `beta`: not at beta = 1,
+    where the top of dCov = -Cov- is the crowded bottom of Cov-'s spectrum: no Krylov gap is
+    resolved there, and its gaps lie under float32's error (every mixed try refused, 1.5x the
+    float64 eigh's time in the sweep at 2048 x rank 16)."""
     return beta < 1.0
 
 
@@ -169,7 +169,7 @@ def top_eigenpairs_dispatched(matrix: torch.Tensor, rank: int, beta: float) -> S
     dense route (`formed_eigenpairs`)."""
     per_block = krylov_dims_per_block(beta)
     found = krylov_subspace(eigen.DenseOperator(matrix), rank, per_block) if per_block else None
-    return found or formed_eigenpairs(matrix, rank, mixed_worth_trying(beta))
+    return found or formed_eigenpairs(matrix, rank, top_is_resolvable(beta))
 
 
 def certified_reduced_krylov(weight: torch.Tensor, inner: torch.Tensor, rank: int, per_block: int) -> Subspace | None:
@@ -194,14 +194,19 @@ def reduced_dense_eigenpairs(weight: torch.Tensor, inner: torch.Tensor, rank: in
     factor = gram_factor(weight) if rank <= d_in else None
     if factor is None:
         return None
-    kernel = symmetrize(factor.T @ inner @ factor)
-    found = mixed_eigen.mixed_top(kernel, rank) if mixed and mixed_eigen.worth_mixed(d_in, rank) else None
+    kernel = reduced_kernel(factor, inner)
+    found = mixed_eigen.mixed_top_where_worth(kernel, rank, mixed)
     if found is not None:
         return factor, found
     values, vectors = torch.linalg.eigh(kernel)
     values, vectors = values.flip(0), vectors.flip(1)
     rest = float(values[rank]) if rank < d_in else 0.0  # past d_in: the zero eigenvalues off range(W)
     return factor, eigen.Eigenpairs(values=values[:rank], vectors=vectors[:, :rank], solver="eigh", rest_bound=rest)
+
+
+def reduced_kernel(factor: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """K = L^T dCov L: where d_out > d_in, W dCov W^T has K's nonzero spectrum (W^T W = L L^T)."""
+    return symmetrize(factor.T @ inner @ factor)
 
 
 def reduced_subspace(weight: torch.Tensor, inner: torch.Tensor, rank: int, mixed: bool = True) -> Subspace | None:

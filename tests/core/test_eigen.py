@@ -224,11 +224,7 @@ def test_above_beta_075_krylov_needs_twice_the_room(monkeypatch):
     """Measured: the certificate takes 8-13 blocks at beta <= 0.75 and 12-25 above, so there a
     problem needs 40 blocks' worth of dimensions (not 20) for a try, and none at beta = 1."""
     tried = []
-    def krylov_top(operator, rank, start=None, **_):  # mixed_top's refinement (from a start block) is no Krylov try
-        if start is None:
-            tried.append(operator.dim)
-
-    monkeypatch.setattr(eigen, "krylov_top", krylov_top)
+    monkeypatch.setattr(eigen, "krylov_top", lambda operator, rank, **_: tried.append(operator.dim))
     matrix = decaying_with_negative_bulk(700, seed=24)  # rank 8: blocks of 12, 58 blocks' worth
     for beta in (0.5, 0.75, 0.9, 0.99, 1.0):
         subspace.top_eigenpairs_dispatched(matrix, 8, beta)
