@@ -148,6 +148,20 @@ def build_llama(directory: Path, *, hidden: int, intermediate: int, layers: int,
     return directory
 
 
+WIDE_LLAMA = {"hidden": 2048, "intermediate": 5632, "layers": 4, "heads": 32, "kv_heads": 4}  # issue 13's "wider random Llama"
+CALIBRATE = """
+from sclora_tools import calibrate
+calibrate({model!r}, "dialogsum", "safety", {out!r}, samples={samples}, max_length={length}, dtype="float32", progress=False)
+"""
+
+
+def calibrate_once(model: Path, out: Path, samples: int = 24, length: int = 128) -> Path:
+    """The benches' calibration (dialogsum vs safety, fp32) in a child process, unless `out` has one."""
+    if not (out / "manifest.json").is_file():
+        run_python(CALIBRATE.format(model=str(model), out=str(out), samples=samples, length=length))
+    return out
+
+
 def model_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors"))
 

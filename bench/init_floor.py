@@ -23,10 +23,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import BASELINE_REF, baseline_code, build_llama, embedded_model, machine, model_bytes, run_python, table
+from common import BASELINE_REF, WIDE_LLAMA, baseline_code, build_llama, embedded_model, machine, model_bytes, run_python, table
 
 SHAPES = {
-    "wide": {"hidden": 2048, "intermediate": 5632, "layers": 4, "heads": 32, "kv_heads": 4},
+    "wide": WIDE_LLAMA,
     "7b": {"hidden": 4096, "intermediate": 11008, "layers": 1, "heads": 32, "kv_heads": 32},
     "quick": {"hidden": 64, "intermediate": 172, "layers": 2, "heads": 4, "kv_heads": 2},
 }

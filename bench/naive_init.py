@@ -22,14 +22,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import build_llama, embedded_model, machine, run_python, table
-
-WIDE = {"hidden": 2048, "intermediate": 5632, "layers": 4, "heads": 32, "kv_heads": 4}
-
-CALIBRATE = """
-from sclora_tools import calibrate
-calibrate({model!r}, "dialogsum", "safety", {out!r}, samples={samples}, max_length={length}, dtype="float32", progress=False)
-"""
+from common import WIDE_LLAMA, build_llama, calibrate_once, embedded_model, machine, run_python, table
 
 NAIVE = """
 import time, torch
@@ -87,11 +80,9 @@ print("WORST", worst)
 
 def measure(name: str, work: Path, rank: int, samples: int, length: int) -> dict:
     model = embedded_model() if name == "embedded" else build_llama(
-        work / f"model-{name}", **(WIDE if name == "wide" else {"hidden": 64, "intermediate": 172, "layers": 2, "heads": 4, "kv_heads": 2}),
+        work / f"model-{name}", **(WIDE_LLAMA if name == "wide" else {"hidden": 64, "intermediate": 172, "layers": 2, "heads": 4, "kv_heads": 2}),
         dtype="float32" if name == "quick" else "bfloat16")
-    calibration = work / f"calib-{name}"
-    if not (calibration / "manifest.json").is_file():
-        run_python(CALIBRATE.format(model=str(model), out=str(calibration), samples=samples, length=length))
+    calibration = calibrate_once(model, work / f"calib-{name}", samples, length)
     fields = {"calibration": str(calibration), "rank": rank}
     naive = run_python(NAIVE.format(out=str(work / f"naive-{name}"), **fields))
     branch = run_python(BRANCH.format(out=str(work / f"branch-{name}"), **fields))
